@@ -1,0 +1,180 @@
+#include "core/detail/append_batcher.h"
+
+#include <set>
+
+#include "core/detail/append_plan.h"
+#include "core/pg.h"
+
+namespace unidesk::core::detail {
+namespace {
+
+TypedError<AppendError> Unavailable(const std::exception& e) {
+  return {AppendError::kUnavailable,
+          std::string("Postgres unavailable, nothing written: ") + e.what()};
+}
+
+/// Maps a libpqxx error of a single-request transaction to the typed result.
+TypedError<AppendError> MapSingleError(const std::exception& e) {
+  std::string state = SqlState(e);
+  std::string what = e.what();
+  if (state == "23505" && what.find("event_id") != std::string::npos) {
+    return {AppendError::kDuplicateEventId, "an event id of this request exists already"};
+  }
+  if (state == "23505") return {AppendError::kVersionConflict, what};
+  // jsonb refuses what RapidJSON accepts in a few corners (\u0000, lone surrogates).
+  if (state == "22P02" || state == "22P05" || state == "22021") {
+    return {AppendError::kInvalidJson, "Postgres refused the JSON: " + what};
+  }
+  return {AppendError::kInvalidRequest, "append refused by Postgres: " + what};
+}
+
+}  // namespace
+
+AppendBatcher::AppendBatcher(const EventStoreOptions& options, const EventCatalogue& catalogue,
+                             Notifier* notifier, LoggerPtr log)
+    : options_(options), catalogue_(catalogue), notifier_(notifier), log_(std::move(log)) {
+  int n = std::max(1, options_.writer_connections);
+  for (int i = 0; i < n; ++i) writers_.emplace_back([this] { WriterLoop(); });
+}
+
+AppendBatcher::~AppendBatcher() { Stop(); }
+
+AppendResult AppendBatcher::Submit(AppendRequest request, bool ids_supplied) {
+  auto p = std::make_unique<Pending>();
+  p->request = std::move(request);
+  p->item = {&p->request, RequestHash(p->request), ids_supplied};
+  std::future<AppendResult> done = p->done.get_future();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return TypedError<AppendError>{AppendError::kStopped, "event store stopping"};
+    queue_.push_back(std::move(p));
+  }
+  cv_.notify_one();
+  return done.get();
+}
+
+void AppendBatcher::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : writers_) {
+    if (t.joinable()) t.join();
+  }
+}
+
+AppendBatcher::Group AppendBatcher::TakeGroup() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [this] { return !queue_.empty() || stopping_; });
+  Group group;
+  std::set<std::string> keys;
+  for (auto it = queue_.begin();
+       it != queue_.end() && static_cast<int>(group.size()) < options_.max_group_requests;) {
+    // Two requests with one idempotency key go to different groups: the second must see the
+    // first's committed record.
+    const auto& key = (*it)->request.idempotency_key;
+    if (key && !keys.insert(*key).second) {
+      ++it;
+      continue;
+    }
+    group.push_back(std::move(*it));
+    it = queue_.erase(it);
+  }
+  if (!queue_.empty()) cv_.notify_one();  // another writer can start the next group now
+  return group;
+}
+
+void AppendBatcher::WriterLoop() {
+  std::unique_ptr<pqxx::connection> conn;
+  for (;;) {
+    Group group = TakeGroup();
+    if (group.empty()) return;
+    Batch batch;
+    for (auto& p : group) batch.push_back(p.get());
+    std::vector<AppendResult> results = RunGroup(conn, batch, /*allow_retry=*/true);
+    bool wrote = false;
+    for (const auto& r : results) wrote = wrote || (r.ok() && !r.value().repeated);
+    if (wrote && notifier_ != nullptr) notifier_->Signal();
+    for (std::size_t i = 0; i < group.size(); ++i) group[i]->done.set_value(results[i]);
+  }
+}
+
+std::vector<AppendResult> AppendBatcher::RunGroup(std::unique_ptr<pqxx::connection>& conn,
+                                                  const Batch& batch, bool allow_retry) {
+  std::vector<GroupItem> items;
+  for (const Pending* p : batch) items.push_back(p->item);
+  try {
+    if (!conn) conn = Connect(options_.conninfo);
+  } catch (const std::exception& e) {
+    return std::vector<AppendResult>(batch.size(), Unavailable(e));
+  }
+  std::vector<AppendResult> results;
+  try {
+    pqxx::work tx(*conn);
+    results = ExecuteGroup(tx, catalogue_, items);
+    try {
+      tx.commit();
+    } catch (const std::exception& e) {
+      conn.reset();
+      return ResolveInDoubt(conn, batch, std::move(results), e);
+    }
+    return results;
+  } catch (const std::exception& e) {
+    if (IsConnectionLost(e)) {
+      // Lost before COMMIT: nothing was written. One retry on a fresh connection.
+      conn.reset();
+      if (allow_retry) return RunGroup(conn, batch, false);
+      return std::vector<AppendResult>(batch.size(), Unavailable(e));
+    }
+    if (batch.size() > 1) return RunEachAlone(conn, batch);
+    return {MapSingleError(e)};
+  }
+}
+
+std::vector<AppendResult> AppendBatcher::RunEachAlone(std::unique_ptr<pqxx::connection>& conn,
+                                                      const Batch& batch) {
+  // One bad request must not fail the others that shared its transaction.
+  std::vector<AppendResult> out;
+  for (Pending* p : batch) out.push_back(RunGroup(conn, {p}, true)[0]);
+  return out;
+}
+
+std::vector<AppendResult> AppendBatcher::ResolveInDoubt(std::unique_ptr<pqxx::connection>& conn,
+                                                        const Batch& batch,
+                                                        std::vector<AppendResult> results,
+                                                        const std::exception& cause) {
+  std::string probe_id;
+  for (std::size_t i = 0; i < batch.size() && probe_id.empty(); ++i) {
+    if (results[i].ok() && !results[i].value().repeated) {
+      probe_id = batch[i]->request.events.front().event_id;
+    }
+  }
+  if (probe_id.empty()) return results;  // nothing was to be written
+  log_->warn("commit outcome unknown ({}); checking whether it landed", cause.what());
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    try {
+      conn = Connect(options_.conninfo);
+      pqxx::nontransaction tx(*conn);
+      bool landed =
+          !tx.exec_params("SELECT 1 FROM events WHERE event_id = $1::uuid", probe_id).empty();
+      if (landed) return results;
+      log_->info("in-doubt batch did not commit; running it again");
+      return RunGroup(conn, batch, false);
+    } catch (const std::exception&) {
+      conn.reset();
+      std::this_thread::sleep_for(std::chrono::milliseconds(100 * (attempt + 1)));
+    }
+  }
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    if (results[i].ok() && !results[i].value().repeated) {
+      results[i] = TypedError<AppendError>{
+          AppendError::kCommitUnknown,
+          "the connection died during COMMIT and Postgres stayed unreachable; appending again "
+          "with the same event ids is safe"};
+    }
+  }
+  return results;
+}
+
+}  // namespace unidesk::core::detail

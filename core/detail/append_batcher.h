@@ -1,0 +1,60 @@
+#pragma once
+// Group commit: appends queued by many threads are merged into shared transactions by a small
+// pool of writer connections, so concurrent appends share WAL flushes.
+
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "core/detail/append_sql.h"
+#include "core/detail/notifier.h"
+#include "core/event_store.h"
+
+namespace unidesk::core::detail {
+
+class AppendBatcher {
+ public:
+  AppendBatcher(const EventStoreOptions& options, const EventCatalogue& catalogue,
+                Notifier* notifier, LoggerPtr log);
+  ~AppendBatcher();
+
+  /// Queues a validated request and waits for the group that carries it to finish.
+  AppendResult Submit(AppendRequest request, bool ids_supplied);
+  /// Refuses new requests, lets the writers finish what is queued, joins them.
+  void Stop();
+
+ private:
+  struct Pending {
+    AppendRequest request;
+    GroupItem item;
+    std::promise<AppendResult> done;
+  };
+  using Group = std::vector<std::unique_ptr<Pending>>;
+  using Batch = std::vector<Pending*>;  // a view of (part of) a group
+
+  void WriterLoop();
+  Group TakeGroup();
+  std::vector<AppendResult> RunGroup(std::unique_ptr<pqxx::connection>& conn, const Batch& batch,
+                                     bool allow_retry);
+  std::vector<AppendResult> RunEachAlone(std::unique_ptr<pqxx::connection>& conn,
+                                         const Batch& batch);
+  std::vector<AppendResult> ResolveInDoubt(std::unique_ptr<pqxx::connection>& conn,
+                                           const Batch& batch, std::vector<AppendResult> results,
+                                           const std::exception& cause);
+
+  const EventStoreOptions& options_;
+  const EventCatalogue& catalogue_;
+  Notifier* notifier_;
+  LoggerPtr log_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<Pending>> queue_;
+  bool stopping_ = false;
+  std::vector<std::thread> writers_;
+};
+
+}  // namespace unidesk::core::detail

@@ -1,0 +1,165 @@
+#include "core/detail/append_sql.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "core/detail/append_plan.h"
+#include "core/ids.h"
+#include "core/json.h"
+#include "core/pg.h"
+
+namespace unidesk::core::detail {
+namespace {
+
+std::string MetadataJson(const EventMetadata& m, const std::optional<std::string>& key) {
+  JsonObject o;
+  o.Str("actor", m.actor)
+      .Str("correlation_id", m.correlation_id)
+      .Str("causation_id", m.causation_id)
+      .Str("source", m.source);
+  if (key) o.Str("idempotency_key", *key);
+  return o.Done();
+}
+
+void TakeLocks(pqxx::work& tx, const std::vector<GroupItem>& items) {
+  std::set<std::int64_t> keys;
+  for (const auto& it : items) {
+    keys.insert(LockKey("stream", it.request->stream_id));
+    if (it.request->idempotency_key) keys.insert(LockKey("idem", *it.request->idempotency_key));
+  }
+  std::vector<std::string> text;
+  for (auto k : keys) text.push_back(std::to_string(k));
+  // OFFSET 0 keeps the sorted subquery from being flattened: locks are taken in key order,
+  // so two groups never deadlock.
+  tx.exec_params(
+      "SELECT count(pg_advisory_xact_lock(k)) FROM "
+      "(SELECT k FROM unnest($1::bigint[]) k ORDER BY k OFFSET 0) s",
+      PgArrayLiteral(text));
+}
+
+GroupState ReadState(pqxx::work& tx, const std::vector<GroupItem>& items) {
+  GroupState state;
+  std::set<std::string> streams, keys, ids;
+  for (const auto& it : items) {
+    streams.insert(it.request->stream_id);
+    if (it.request->idempotency_key) keys.insert(*it.request->idempotency_key);
+    if (it.ids_supplied) {
+      for (const auto& e : it.request->events) ids.insert(e.event_id);
+    }
+  }
+  // One max() per stream walks the (stream_id, stream_version) index backwards: O(1) each.
+  auto versions = tx.exec_params(
+      "SELECT s, (SELECT max(stream_version) FROM events WHERE stream_id = s) "
+      "FROM unnest($1::text[]) s",
+      PgArrayLiteral({streams.begin(), streams.end()}));
+  for (const auto& r : versions) {
+    if (!r[1].is_null()) state.stream_versions[r[0].c_str()] = r[1].as<std::int64_t>();
+  }
+  if (!keys.empty()) {
+    auto rows = tx.exec_params(
+        "SELECT key, request_hash, stream_id, first_position, last_position, last_version "
+        "FROM idempotency_keys WHERE key = ANY($1::text[])",
+        PgArrayLiteral({keys.begin(), keys.end()}));
+    for (const auto& r : rows) {
+      state.keys[r[0].c_str()] = {r[1].c_str(), r[2].c_str(), r[3].as<std::int64_t>(),
+                                  r[4].as<std::int64_t>(), r[5].as<std::int64_t>()};
+    }
+  }
+  if (!ids.empty()) {
+    auto rows = tx.exec_params(
+        "SELECT event_id::text, stream_id, position, stream_version, type FROM events "
+        "WHERE event_id = ANY($1::uuid[])",
+        PgArrayLiteral({ids.begin(), ids.end()}));
+    for (const auto& r : rows) {
+      state.events_by_id[r[0].c_str()] = {r[1].c_str(), r[2].as<std::int64_t>(),
+                                          r[3].as<std::int64_t>(), r[4].c_str()};
+    }
+  }
+  return state;
+}
+
+}  // namespace
+
+std::vector<AppendResult> ExecuteGroup(pqxx::work& tx, const EventCatalogue& catalogue,
+                                       const std::vector<GroupItem>& items) {
+  TakeLocks(tx, items);
+  std::vector<const AppendRequest*> requests;
+  std::vector<std::string> hashes;
+  for (const auto& it : items) {
+    requests.push_back(it.request);
+    hashes.push_back(it.hash);
+  }
+  std::vector<PlanStep> plan = PlanGroup(requests, hashes, ReadState(tx, items));
+
+  std::vector<std::string> c_stream, c_version, c_id, c_type, c_schema, c_data, c_meta;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (plan[i].kind != StepKind::kWrite) continue;
+    const AppendRequest& r = *items[i].request;
+    std::int64_t v = plan[i].first_version;
+    for (const auto& e : r.events) {
+      c_stream.push_back(r.stream_id);
+      c_version.push_back(std::to_string(v++));
+      c_id.push_back(e.event_id);
+      c_type.push_back(e.type);
+      c_schema.push_back(std::to_string(catalogue.Find(e.type)->schema_version));
+      c_data.push_back(e.data_json);
+      c_meta.push_back(MetadataJson(e.metadata, r.idempotency_key));
+    }
+  }
+  std::map<std::string, std::int64_t> position_of;
+  if (!c_id.empty()) {
+    auto rows = tx.exec_params(
+        "INSERT INTO events (stream_id, stream_version, event_id, type, schema_version, data, "
+        "metadata) SELECT * FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], "
+        "$5::int[], $6::jsonb[], $7::jsonb[]) RETURNING event_id::text, position",
+        PgArrayLiteral(c_stream), PgArrayLiteral(c_version), PgArrayLiteral(c_id),
+        PgArrayLiteral(c_type), PgArrayLiteral(c_schema), PgArrayLiteral(c_data),
+        PgArrayLiteral(c_meta));
+    for (const auto& r : rows) position_of[r[0].c_str()] = r[1].as<std::int64_t>();
+  }
+
+  std::vector<AppendResult> results;
+  results.reserve(items.size());
+  std::vector<std::string> k_key, k_hash, k_stream, k_first, k_last, k_version;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const PlanStep& step = plan[i];
+    if (step.kind == StepKind::kReject) {
+      results.emplace_back(step.error);
+      continue;
+    }
+    if (step.kind == StepKind::kRepeat) {
+      results.emplace_back(step.repeat);
+      continue;
+    }
+    const AppendRequest& r = *items[i].request;
+    AppendOutcome out;
+    out.first.value = INT64_MAX;
+    for (const auto& e : r.events) {
+      std::int64_t p = position_of.at(e.event_id);
+      out.first.value = std::min(out.first.value, p);
+      out.last.value = std::max(out.last.value, p);
+    }
+    out.last_version = step.first_version + static_cast<std::int64_t>(r.events.size()) - 1;
+    if (r.idempotency_key) {
+      k_key.push_back(*r.idempotency_key);
+      k_hash.push_back(items[i].hash);
+      k_stream.push_back(r.stream_id);
+      k_first.push_back(std::to_string(out.first.value));
+      k_last.push_back(std::to_string(out.last.value));
+      k_version.push_back(std::to_string(out.last_version));
+    }
+    results.emplace_back(out);
+  }
+  if (!k_key.empty()) {
+    tx.exec_params(
+        "INSERT INTO idempotency_keys (key, request_hash, stream_id, first_position, "
+        "last_position, last_version) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], "
+        "$4::bigint[], $5::bigint[], $6::bigint[])",
+        PgArrayLiteral(k_key), PgArrayLiteral(k_hash), PgArrayLiteral(k_stream),
+        PgArrayLiteral(k_first), PgArrayLiteral(k_last), PgArrayLiteral(k_version));
+  }
+  return results;
+}
+
+}  // namespace unidesk::core::detail

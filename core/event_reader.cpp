@@ -1,0 +1,108 @@
+#include "core/event_reader.h"
+
+#include <rapidjson/document.h>
+
+#include <stdexcept>
+
+namespace unidesk::core {
+namespace {
+
+constexpr const char* kColumns =
+    "position, tx_id::text, stream_id, stream_version, event_id::text, type, schema_version, "
+    "data::text, metadata::text, "
+    "to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')";
+
+std::string MetaField(const rapidjson::Document& doc, const char* key) {
+  auto it = doc.FindMember(key);
+  return it != doc.MemberEnd() && it->value.IsString() ? it->value.GetString() : "";
+}
+
+RecordedEvent RowToEvent(const pqxx::row& r, const EventCatalogue& catalogue) {
+  RecordedEvent e;
+  e.position.value = r[0].as<std::int64_t>();
+  e.tx_id = r[1].as<std::uint64_t>();
+  e.stream_id = r[2].c_str();
+  e.stream_version = r[3].as<std::int64_t>();
+  e.event_id = r[4].c_str();
+  e.type = r[5].c_str();
+  int stored_version = r[6].as<int>();
+  std::string data = r[7].c_str();
+  rapidjson::Document meta;
+  meta.Parse(r[8].c_str());
+  if (meta.IsObject()) {
+    e.metadata.actor = MetaField(meta, "actor");
+    e.metadata.correlation_id = MetaField(meta, "correlation_id");
+    e.metadata.causation_id = MetaField(meta, "causation_id");
+    e.metadata.source = MetaField(meta, "source");
+  }
+  e.recorded_at = r[9].c_str();
+  // Old shapes are upcast on read; a type this build does not know is passed through as stored,
+  // so an older binary can still read (and audit) a newer log.
+  auto up = catalogue.Upcast(e.type, stored_version, data);
+  if (up.ok()) {
+    const EventType* t = catalogue.Find(e.type);
+    e.schema_version = t->schema_version;
+    e.data_json = std::move(up.value());
+  } else {
+    e.schema_version = stored_version;
+    e.data_json = std::move(data);
+  }
+  return e;
+}
+
+std::vector<RecordedEvent> ToEvents(const pqxx::result& rows, const EventCatalogue& catalogue) {
+  std::vector<RecordedEvent> out;
+  out.reserve(rows.size());
+  for (const auto& r : rows) out.push_back(RowToEvent(r, catalogue));
+  return out;
+}
+
+}  // namespace
+
+SafeBatch ReadAfterCursor(pqxx::transaction_base& tx, const EventCatalogue& catalogue,
+                          LogCursor after, int limit, bool check_held_back) {
+  // One statement: the horizon and the rows come from the same snapshot.
+  std::string sql = std::string("SELECT ") + kColumns +
+                    " FROM events WHERE (tx_id, position) > ($1::text::xid8, $2::bigint)"
+                    " AND tx_id < pg_snapshot_xmin(pg_current_snapshot())"
+                    " ORDER BY tx_id, position LIMIT $3";
+  SafeBatch batch;
+  batch.events =
+      ToEvents(tx.exec_params(sql, std::to_string(after.tx_id), after.position, limit), catalogue);
+  if (check_held_back && static_cast<int>(batch.events.size()) < limit) {
+    LogCursor last = batch.events.empty() ? after : batch.events.back().cursor();
+    auto r = tx.exec_params(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE (tx_id, position) > ($1::text::xid8, "
+        "$2::bigint))",
+        std::to_string(last.tx_id), last.position);
+    batch.held_back = r[0][0].as<bool>();
+  }
+  return batch;
+}
+
+std::vector<RecordedEvent> ReadByPosition(pqxx::transaction_base& tx,
+                                          const EventCatalogue& catalogue, Position after,
+                                          int limit, const EventFilter& filter) {
+  std::string sql = std::string("SELECT ") + kColumns +
+                    " FROM events WHERE position > $1 AND ($2::text IS NULL OR stream_id = $2)"
+                    " AND ($3::text IS NULL OR type = $3) ORDER BY position LIMIT $4";
+  const char* stream = filter.stream_id ? filter.stream_id->c_str() : nullptr;
+  const char* type = filter.type ? filter.type->c_str() : nullptr;
+  return ToEvents(tx.exec_params(sql, after.value, stream, type, limit), catalogue);
+}
+
+std::vector<RecordedEvent> ReadStream(pqxx::transaction_base& tx, const EventCatalogue& catalogue,
+                                      const std::string& stream_id, std::int64_t from_version,
+                                      int limit) {
+  std::string sql = std::string("SELECT ") + kColumns +
+                    " FROM events WHERE stream_id = $1 AND stream_version >= $2"
+                    " ORDER BY stream_version LIMIT $3";
+  return ToEvents(tx.exec_params(sql, stream_id, from_version, limit), catalogue);
+}
+
+Position HeadPosition(pqxx::transaction_base& tx) {
+  auto r = tx.exec("SELECT coalesce(max(position), 0) FROM events");
+  return Position{r[0][0].as<std::int64_t>()};
+}
+
+}  // namespace unidesk::core

@@ -1,0 +1,47 @@
+#pragma once
+// Reads of the log: in delivery order up to the safe horizon, by global position, by stream.
+
+#include <optional>
+#include <pqxx/pqxx>
+#include <string>
+#include <vector>
+
+#include "core/event.h"
+#include "core/event_catalogue.h"
+
+namespace unidesk::core {
+
+/// One read in delivery order.
+struct SafeBatch {
+  std::vector<RecordedEvent> events;
+  /// True when committed events exist past the horizon: an older transaction is still running.
+  bool held_back = false;
+};
+
+/// Which events a position read returns.
+struct EventFilter {
+  std::optional<std::string> stream_id;
+  std::optional<std::string> type;
+};
+
+/// Events after `after` in (tx_id, position) order, only from transactions older than every
+/// running one, so no event that commits later can ever sort before what is returned.
+/// With `check_held_back`, also tells whether a running transaction is holding delivery back.
+SafeBatch ReadAfterCursor(pqxx::transaction_base& tx, const EventCatalogue& catalogue,
+                          LogCursor after, int limit, bool check_held_back = true);
+
+/// Events with position > `after`, in position order (for people and tools, not subscribers:
+/// a position read can pass over an event whose transaction commits later).
+std::vector<RecordedEvent> ReadByPosition(pqxx::transaction_base& tx,
+                                          const EventCatalogue& catalogue, Position after,
+                                          int limit, const EventFilter& filter = {});
+
+/// Events of one stream with version >= `from_version`, in version order.
+std::vector<RecordedEvent> ReadStream(pqxx::transaction_base& tx, const EventCatalogue& catalogue,
+                                      const std::string& stream_id, std::int64_t from_version,
+                                      int limit);
+
+/// The newest position in the log (0 when empty).
+Position HeadPosition(pqxx::transaction_base& tx);
+
+}  // namespace unidesk::core

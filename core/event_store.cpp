@@ -1,0 +1,173 @@
+#include "core/event_store.h"
+
+#include <algorithm>
+#include <cctype>
+#include <set>
+
+#include "core/detail/append_batcher.h"
+#include "core/detail/append_plan.h"
+#include "core/detail/append_sql.h"
+#include "core/detail/notifier.h"
+#include "core/ids.h"
+#include "core/json.h"
+#include "core/limits.h"
+#include "core/pg.h"
+
+namespace unidesk::core {
+namespace {
+
+TypedError<AppendError> Invalid(AppendError code, std::string message) {
+  return {code, std::move(message)};
+}
+
+bool IsValidName(const std::string& s) {
+  if (s.empty() || s.size() > kMaxNameBytes) return false;
+  return std::all_of(s.begin(), s.end(), [](unsigned char c) {
+    return std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == ':' || c == '/' || c == '@';
+  });
+}
+
+}  // namespace
+
+const char* AppendErrorName(AppendError e) {
+  switch (e) {
+    case AppendError::kVersionConflict:
+      return "version_conflict";
+    case AppendError::kIdempotencyMismatch:
+      return "idempotency_mismatch";
+    case AppendError::kDuplicateEventId:
+      return "duplicate_event_id";
+    case AppendError::kInvalidRequest:
+      return "invalid_request";
+    case AppendError::kUnknownEventType:
+      return "unknown_event_type";
+    case AppendError::kInvalidJson:
+      return "invalid_json";
+    case AppendError::kEventTooLarge:
+      return "event_too_large";
+    case AppendError::kTransactionAlreadyWrote:
+      return "transaction_already_wrote";
+    case AppendError::kUnavailable:
+      return "unavailable";
+    case AppendError::kCommitUnknown:
+      return "commit_unknown";
+    case AppendError::kStopped:
+      return "stopped";
+  }
+  return "unknown";
+}
+
+std::optional<TypedError<AppendError>> ValidateAppend(const EventCatalogue& catalogue,
+                                                      AppendRequest& request) {
+  if (!IsValidName(request.stream_id)) {
+    return Invalid(AppendError::kInvalidRequest,
+                   "stream id must be 1-" + std::to_string(kMaxNameBytes) +
+                       " characters of [A-Za-z0-9-_.:/@], got '" + request.stream_id + "'");
+  }
+  if (request.events.empty()) {
+    return Invalid(AppendError::kInvalidRequest, "an append needs at least one event");
+  }
+  if (request.events.size() > kMaxEventsPerAppend) {
+    return Invalid(AppendError::kInvalidRequest,
+                   "an append carries at most " + std::to_string(kMaxEventsPerAppend) +
+                       " events, got " + std::to_string(request.events.size()));
+  }
+  if (request.idempotency_key &&
+      (request.idempotency_key->empty() || request.idempotency_key->size() > kMaxNameBytes)) {
+    return Invalid(AppendError::kInvalidRequest,
+                   "idempotency key must be 1-" + std::to_string(kMaxNameBytes) + " bytes");
+  }
+  if (request.expected.kind == ExpectedVersion::Kind::kExact && request.expected.version < 0) {
+    return Invalid(AppendError::kInvalidRequest, "expected version must be >= 0");
+  }
+  std::set<std::string> ids;
+  for (std::size_t i = 0; i < request.events.size(); ++i) {
+    NewEvent& e = request.events[i];
+    std::string at = "event " + std::to_string(i) + ": ";
+    if (catalogue.Find(e.type) == nullptr) {
+      return Invalid(AppendError::kUnknownEventType,
+                     at + "event type '" + e.type + "' is not in the catalogue (docs/events.md)");
+    }
+    if (e.data_json.size() > kMaxEventDataBytes) {
+      return Invalid(AppendError::kEventTooLarge,
+                     at + "data is " + std::to_string(e.data_json.size()) +
+                         " bytes; the limit is " + std::to_string(kMaxEventDataBytes));
+    }
+    if (auto why = CheckJsonObject(e.data_json)) {
+      return Invalid(AppendError::kInvalidJson, at + *why);
+    }
+    for (const std::string* f : {&e.metadata.actor, &e.metadata.correlation_id,
+                                 &e.metadata.causation_id, &e.metadata.source}) {
+      if (f->size() > kMaxMetadataFieldBytes) {
+        return Invalid(
+            AppendError::kInvalidRequest,
+            at + "a metadata field is over " + std::to_string(kMaxMetadataFieldBytes) + " bytes");
+      }
+    }
+    if (e.event_id.empty()) {
+      e.event_id = NewUuid();
+    } else {
+      std::transform(e.event_id.begin(), e.event_id.end(), e.event_id.begin(),
+                     [](unsigned char c) { return std::tolower(c); });
+      if (!IsUuid(e.event_id)) {
+        return Invalid(AppendError::kInvalidRequest, at + "event id must be a UUID");
+      }
+    }
+    if (!ids.insert(e.event_id).second) {
+      return Invalid(AppendError::kInvalidRequest, at + "event id repeated within the request");
+    }
+  }
+  return std::nullopt;
+}
+
+EventStore::EventStore(EventStoreOptions options, const EventCatalogue& catalogue, LoggerPtr log)
+    : options_(std::move(options)), catalogue_(catalogue), log_(std::move(log)) {
+  if (options_.notify) {
+    notifier_ = std::make_unique<detail::Notifier>(options_.conninfo, options_.channel,
+                                                   options_.notify_min_interval, log_);
+  }
+  batcher_ = std::make_unique<detail::AppendBatcher>(options_, catalogue_, notifier_.get(), log_);
+}
+
+EventStore::~EventStore() { Stop(); }
+
+AppendResult EventStore::Append(AppendRequest request) {
+  bool ids_supplied = std::any_of(request.events.begin(), request.events.end(),
+                                  [](const NewEvent& e) { return !e.event_id.empty(); });
+  if (auto err = ValidateAppend(catalogue_, request)) return *err;
+  return batcher_->Submit(std::move(request), ids_supplied);
+}
+
+AppendResult EventStore::AppendInTransaction(pqxx::work& tx, AppendRequest request) {
+  bool ids_supplied = std::any_of(request.events.begin(), request.events.end(),
+                                  [](const NewEvent& e) { return !e.event_id.empty(); });
+  if (auto err = ValidateAppend(catalogue_, request)) return *err;
+  try {
+    // An xid taken before the stream lock could order this event before an earlier version of
+    // the same stream (docs/architecture.md, "Ordering"), so the append must come first.
+    if (!tx.exec("SELECT pg_current_xact_id_if_assigned() IS NULL")[0][0].as<bool>()) {
+      return TypedError<AppendError>{
+          AppendError::kTransactionAlreadyWrote,
+          "append must be the first write of its transaction (its xid orders delivery)"};
+    }
+    detail::GroupItem item{&request, detail::RequestHash(request), ids_supplied};
+    return detail::ExecuteGroup(tx, catalogue_, {item})[0];
+  } catch (const std::exception& e) {
+    if (IsConnectionLost(e)) {
+      return TypedError<AppendError>{AppendError::kUnavailable,
+                                     std::string("Postgres unavailable: ") + e.what()};
+    }
+    throw;
+  }
+}
+
+void EventStore::NotifyCommitted() {
+  if (notifier_) notifier_->Signal();
+}
+
+void EventStore::Stop() {
+  if (batcher_) batcher_->Stop();
+  if (notifier_) notifier_->Stop();
+}
+
+}  // namespace unidesk::core

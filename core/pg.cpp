@@ -1,0 +1,42 @@
+#include "core/pg.h"
+
+namespace unidesk::core {
+
+std::unique_ptr<pqxx::connection> Connect(const std::string& conninfo) {
+  return std::make_unique<pqxx::connection>(conninfo);
+}
+
+bool IsConnectionLost(const std::exception& e) {
+  if (dynamic_cast<const pqxx::broken_connection*>(&e) != nullptr) return true;
+  if (dynamic_cast<const pqxx::in_doubt_error*>(&e) != nullptr) return true;
+  // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 08xxx connection.
+  std::string state = SqlState(e);
+  return state.rfind("57P0", 0) == 0 || state.rfind("08", 0) == 0;
+}
+
+bool IsCommitInDoubt(const std::exception& e) {
+  return dynamic_cast<const pqxx::in_doubt_error*>(&e) != nullptr ||
+         dynamic_cast<const pqxx::broken_connection*>(&e) != nullptr;
+}
+
+std::string SqlState(const std::exception& e) {
+  if (auto* sql = dynamic_cast<const pqxx::sql_error*>(&e)) return sql->sqlstate();
+  return "";
+}
+
+std::string PgArrayLiteral(const std::vector<std::string>& values) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (i) out.push_back(',');
+    out.push_back('"');
+    for (char c : values[i]) {
+      if (c == '"' || c == '\\') out.push_back('\\');
+      out.push_back(c);
+    }
+    out.push_back('"');
+  }
+  out.push_back('}');
+  return out;
+}
+
+}  // namespace unidesk::core

@@ -1,0 +1,25 @@
+#pragma once
+// Postgres connection helpers: the one place that classifies libpqxx exceptions.
+
+#include <memory>
+#include <pqxx/pqxx>
+#include <string>
+
+namespace unidesk::core {
+
+/// Opens a connection; throws pqxx::broken_connection when Postgres is unreachable.
+std::unique_ptr<pqxx::connection> Connect(const std::string& conninfo);
+
+/// True when `e` means the connection (or the server) went away, so a reconnect may help.
+bool IsConnectionLost(const std::exception& e);
+
+/// True when the outcome of a COMMIT that threw `e` is unknown (the server may have committed).
+bool IsCommitInDoubt(const std::exception& e);
+
+/// The SQLSTATE of `e` when it carries one, else "".
+std::string SqlState(const std::exception& e);
+
+/// `values` as a Postgres array literal: {"a","b"}, NULLs as NULL, quotes and backslashes escaped.
+std::string PgArrayLiteral(const std::vector<std::string>& values);
+
+}  // namespace unidesk::core

@@ -1,0 +1,191 @@
+#include "core/subscription.h"
+
+#include "core/event_reader.h"
+#include "core/ids.h"
+#include "core/pg.h"
+
+namespace unidesk::core {
+
+/// Registers the channel with libpqxx so the LISTEN is renewed after a reconnect.
+class Subscription::Wakeup : public pqxx::notification_receiver {
+ public:
+  Wakeup(pqxx::connection& c, const std::string& channel) : notification_receiver(c, channel) {}
+  void operator()(const std::string&, int) override { woken = true; }
+  bool woken = false;
+};
+
+Subscription::Subscription(SubscriptionOptions options, const EventCatalogue& catalogue,
+                           SubscriptionHandler& handler, LoggerPtr log)
+    : options_(std::move(options)),
+      catalogue_(catalogue),
+      handler_(handler),
+      log_(std::move(log)) {}
+
+Subscription::~Subscription() {
+  Stop();
+  Disconnect();
+}
+
+void Subscription::Start() {
+  stopping_ = false;
+  thread_ = std::thread([this] { Run(); });
+}
+
+void Subscription::Stop() {
+  stopping_ = true;
+  if (thread_.joinable()) thread_.join();
+}
+
+SubscriptionStatus Subscription::status() const {
+  std::lock_guard<std::mutex> lock(status_mu_);
+  return status_;
+}
+
+void Subscription::Connect() {
+  work_ = core::Connect(options_.conninfo);
+  if (options_.listen) {
+    listen_ = core::Connect(options_.conninfo);
+    wakeup_ = std::make_unique<Wakeup>(*listen_, options_.channel);
+  }
+  owner_ = false;
+  std::lock_guard<std::mutex> lock(status_mu_);
+  status_.connected = true;
+}
+
+void Subscription::Disconnect() {
+  wakeup_.reset();
+  listen_.reset();
+  work_.reset();  // closing the session releases the owner lock
+  owner_ = false;
+  std::lock_guard<std::mutex> lock(status_mu_);
+  status_.connected = false;
+  status_.owner = false;
+}
+
+bool Subscription::TryOwn() {
+  if (owner_) return true;
+  if (options_.exclusive) {
+    pqxx::nontransaction tx(*work_);
+    auto r =
+        tx.exec_params("SELECT pg_try_advisory_lock($1)", LockKey("subscription", options_.name));
+    if (!r[0][0].as<bool>()) return false;
+  }
+  pqxx::work tx(*work_);
+  checkpoint_ = LoadCheckpoint(tx, options_.name);
+  tx.commit();
+  owner_ = true;
+  log_->info("subscription '{}' owns its checkpoint at ({}, {})", options_.name,
+             checkpoint_.cursor.tx_id, checkpoint_.cursor.position);
+  std::lock_guard<std::mutex> lock(status_mu_);
+  status_.owner = true;
+  status_.checkpoint = checkpoint_;
+  return true;
+}
+
+StepResult Subscription::Step() {
+  StepResult result;
+  pqxx::work tx(*work_);
+  SafeBatch batch = ReadAfterCursor(tx, catalogue_, checkpoint_.cursor, options_.batch_size);
+  result.held_back = batch.held_back;
+  if (batch.events.empty()) return result;
+  handler_.Handle(tx, batch.events);
+  LogCursor next = batch.events.back().cursor();
+  auto n = static_cast<std::int64_t>(batch.events.size());
+  auto moved = AdvanceCheckpoint(tx, options_.name, checkpoint_.cursor, next, n);
+  if (!moved.ok()) {
+    tx.abort();
+    pqxx::work reload(*work_);
+    checkpoint_ = LoadCheckpoint(reload, options_.name);
+    reload.commit();
+    log_->warn("{}; continuing from ({}, {})", moved.error().message, checkpoint_.cursor.tx_id,
+               checkpoint_.cursor.position);
+    result.stale = true;
+    return result;
+  }
+  tx.commit();
+  checkpoint_.cursor = next;
+  checkpoint_.events += n;
+  result.delivered = static_cast<int>(n);
+  std::lock_guard<std::mutex> lock(status_mu_);
+  status_.checkpoint = checkpoint_;
+  return result;
+}
+
+void Subscription::WaitForWakeup(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!stopping_) {
+    auto left = std::chrono::duration_cast<std::chrono::microseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return;
+    // Short slices keep Stop() prompt; a notification ends the wait at once.
+    auto slice = std::min<long long>(left.count(), 100'000);
+    if (listen_) {
+      wakeup_->woken = false;
+      listen_->await_notification(0, static_cast<long>(slice));
+      if (wakeup_->woken) return;
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(slice));
+    }
+  }
+}
+
+void Subscription::Run() {
+  auto backoff = options_.reconnect_min;
+  bool lost = false;
+  while (!stopping_) {
+    try {
+      if (!work_) {
+        Connect();
+        if (lost) {
+          log_->warn("subscription '{}' reconnected to Postgres; catching up from its checkpoint",
+                     options_.name);
+          std::lock_guard<std::mutex> lock(status_mu_);
+          ++status_.reconnects;
+        }
+        lost = false;
+      }
+      if (!TryOwn()) {
+        WaitForWakeup(options_.poll_interval);  // standby: another process owns it
+        continue;
+      }
+      StepResult step = Step();
+      backoff = options_.reconnect_min;
+      if (step.delivered == options_.batch_size || step.stale) continue;
+      WaitForWakeup(step.held_back ? options_.held_back_retry : options_.poll_interval);
+    } catch (const std::exception& e) {
+      {
+        std::lock_guard<std::mutex> lock(status_mu_);
+        status_.last_error = e.what();
+      }
+      if (IsConnectionLost(e)) {
+        if (!lost) {
+          log_->warn("subscription '{}' lost its Postgres connection: {}", options_.name, e.what());
+        }
+        lost = true;
+      } else {
+        log_->error("subscription '{}' failed a batch (will retry from the checkpoint): {}",
+                    options_.name, e.what());
+      }
+      Disconnect();
+      WaitForWakeup(backoff);
+      std::this_thread::sleep_for(std::chrono::milliseconds(0));
+      backoff = std::min(options_.reconnect_max, backoff * 2);
+    }
+  }
+}
+
+std::int64_t Subscription::CatchUp(const std::function<void(std::int64_t)>& progress) {
+  if (!work_) Connect();
+  while (!TryOwn()) std::this_thread::sleep_for(options_.poll_interval);
+  std::int64_t total = 0;
+  for (;;) {
+    StepResult step = Step();
+    total += step.delivered;
+    if (progress && step.delivered > 0) progress(total);
+    if (step.delivered == options_.batch_size || step.stale) continue;
+    if (!step.held_back) return total;
+    std::this_thread::sleep_for(options_.held_back_retry);
+  }
+}
+
+}  // namespace unidesk::core

@@ -1,0 +1,30 @@
+#pragma once
+// The CLI's commands. Each returns the process exit code (0 ok, 1 failed, 2 usage, 3 schema).
+
+#include <string>
+
+#include "core/event_catalogue.h"
+#include "core/log.h"
+#include "ingress/cli/args.h"
+
+namespace unidesk::ingress {
+
+/// What every command gets from main.
+struct CliContext {
+  std::string conninfo;
+  std::string actor;  // "cli:<user>"
+  const core::EventCatalogue& catalogue;
+  core::LoggerPtr log;
+};
+
+int RunMigrate(const CliContext& ctx, const Args& args);
+int RunEventsTail(const CliContext& ctx, const Args& args);
+int RunProjectionsStatus(const CliContext& ctx, const Args& args);
+int RunProjectionsRebuild(const CliContext& ctx, const Args& args);
+
+/// Prints "unidesk: <message>" to stderr and returns `code`: the one place errors leave the CLI.
+int Fail(const std::string& message, int code = 1);
+/// The message for an unreachable database, with what to do about it.
+std::string DatabaseDown(const std::string& conninfo, const std::exception& e);
+
+}  // namespace unidesk::ingress

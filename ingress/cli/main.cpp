@@ -1,0 +1,59 @@
+// unidesk: the command-line client's composition root.
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "core/event_catalogue.h"
+#include "core/log.h"
+#include "ingress/cli/commands.h"
+#include "ingress/config.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: unidesk [--db CONNINFO] COMMAND [options]\n"
+    "\n"
+    "commands:\n"
+    "  migrate [--json]                       apply pending schema migrations\n"
+    "  events tail [--follow] [--stream S] [--type T] [--since POS] [--limit N] [--json]\n"
+    "                                         print events (the last 20 by default)\n"
+    "  projections status [--json]            checkpoint and lag of each projection\n"
+    "  projections rebuild NAME [--json]      empty NAME's tables and replay every event\n"
+    "  version                                print the version and commit\n"
+    "\n"
+    "The database comes from --db, else $UNIDESK_DB, else the local cluster of ops/up\n"
+    "(" UNIDESK_DEFAULT_DB ").\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace unidesk;
+  auto parsed = ingress::ParseArgs(argc, argv, 1, {"db", "stream", "type", "since", "limit"},
+                                   {"json", "follow", "help", "version"});
+  if (!parsed.ok()) return ingress::Fail(parsed.error() + "\n" + kUsage, 2);
+  const ingress::Args& args = parsed.value();
+  const auto& pos = args.positional;
+  if (args.Has("help") || pos.empty() || pos[0] == "help") {
+    std::fputs(kUsage, pos.empty() && !args.Has("help") ? stderr : stdout);
+    return pos.empty() && !args.Has("help") ? 2 : 0;
+  }
+  if (args.Has("version") || pos[0] == "version") {
+    std::printf("unidesk %s (%s)\n", UNIDESK_VERSION, UNIDESK_GIT_COMMIT);
+    return 0;
+  }
+  core::EventCatalogue catalogue = core::BuiltinCatalogue();
+  const char* user = std::getenv("USER");
+  ingress::CliContext ctx{ingress::DatabaseFrom(args.Get("db")),
+                          std::string("cli:") + (user ? user : std::to_string(getuid())), catalogue,
+                          core::MakeLogger("cli")};
+  std::string cmd = pos[0] + (pos.size() > 1 ? " " + pos[1] : "");
+  if (pos[0] == "migrate" && pos.size() == 1) return ingress::RunMigrate(ctx, args);
+  if (cmd == "events tail" && pos.size() == 2) return ingress::RunEventsTail(ctx, args);
+  if (cmd == "projections status" && pos.size() == 2) {
+    return ingress::RunProjectionsStatus(ctx, args);
+  }
+  if (cmd == "projections rebuild") return ingress::RunProjectionsRebuild(ctx, args);
+  return ingress::Fail("unknown command '" + cmd + "'\n" + kUsage, 2);
+}

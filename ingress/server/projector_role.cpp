@@ -1,0 +1,28 @@
+#include "ingress/server/projector_role.h"
+
+#include "projections/registry.h"
+
+namespace unidesk::ingress {
+
+ProjectorRole::ProjectorRole(const std::string& conninfo, const core::EventCatalogue& catalogue,
+                             core::LoggerPtr log)
+    : projectors_(projections::AllProjectors()) {
+  for (const auto& p : projectors_) {
+    handlers_.push_back(std::make_unique<core::ProjectionHandler>(*p));
+    core::SubscriptionOptions options;
+    options.name = p->name();
+    options.conninfo = conninfo;
+    subscriptions_.push_back(
+        std::make_unique<core::Subscription>(options, catalogue, *handlers_.back(), log));
+  }
+}
+
+void ProjectorRole::Start() {
+  for (auto& s : subscriptions_) s->Start();
+}
+
+void ProjectorRole::Stop() {
+  for (auto& s : subscriptions_) s->Stop();
+}
+
+}  // namespace unidesk::ingress

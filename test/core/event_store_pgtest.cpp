@@ -1,0 +1,217 @@
+// The event store against a real Postgres: appends, reads, and every refusal writes nothing.
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+
+#include "core/event_reader.h"
+#include "core/event_store.h"
+#include "core/ids.h"
+#include "core/limits.h"
+#include "test/support/harness.h"
+
+using namespace unidesk;
+using core::AppendError;
+using core::ExpectedVersion;
+
+namespace {
+
+core::NewEvent Ev(std::string data = "{\"n\": 1}", std::string type = "test.happened") {
+  core::NewEvent e;
+  e.type = std::move(type);
+  e.data_json = std::move(data);
+  e.metadata = {"user:alice", "corr-1", "", "test"};
+  return e;
+}
+
+struct Fixture {
+  test::TestDatabase db;
+  core::EventCatalogue catalogue = test::TestCatalogue();
+  core::EventStore store{{db.conninfo()}, catalogue, core::NullLogger()};
+
+  long long Events() const { return db.Scalar("SELECT count(*) FROM events"); }
+};
+
+}  // namespace
+
+TEST_CASE("an append is readable by position and by stream with its metadata") {
+  Fixture f;
+  auto r = f.store.Append({"test-a", ExpectedVersion::NoStream(), {Ev(), Ev("{\"n\": 2}")}, {}});
+  REQUIRE(r.ok());
+  CHECK(r.value().last_version == 1);
+  CHECK(r.value().last.value == r.value().first.value + 1);
+  auto conn = f.db.Connect();
+  pqxx::read_transaction tx(*conn);
+  auto all = core::ReadByPosition(tx, f.catalogue, core::Position{0}, 10);
+  REQUIRE(all.size() == 2);
+  CHECK(all[0].stream_id == "test-a");
+  CHECK(all[0].stream_version == 0);
+  CHECK(all[1].stream_version == 1);
+  CHECK(all[0].metadata.actor == "user:alice");
+  CHECK(all[0].metadata.correlation_id == "corr-1");
+  CHECK(all[1].data_json == "{\"n\": 2}");
+  auto stream = core::ReadStream(tx, f.catalogue, "test-a", 1, 10);
+  REQUIRE(stream.size() == 1);
+  CHECK(stream[0].position.value == r.value().last.value);
+}
+
+TEST_CASE("an unexpected stream version is a typed conflict and writes nothing") {
+  Fixture f;
+  REQUIRE(f.store.Append({"test-a", ExpectedVersion::NoStream(), {Ev()}, {}}).ok());
+  auto again = f.store.Append({"test-a", ExpectedVersion::NoStream(), {Ev()}, {}});
+  REQUIRE_FALSE(again.ok());
+  CHECK(again.error().code == AppendError::kVersionConflict);
+  auto wrong = f.store.Append({"test-a", ExpectedVersion::Exactly(5), {Ev()}, {}});
+  REQUIRE_FALSE(wrong.ok());
+  CHECK(wrong.error().code == AppendError::kVersionConflict);
+  CHECK(wrong.error().message.find("is at 0, expected 5") != std::string::npos);
+  CHECK(f.Events() == 1);
+  CHECK(f.store.Append({"test-a", ExpectedVersion::Exactly(0), {Ev()}, {}}).ok());
+  CHECK(f.Events() == 2);
+}
+
+TEST_CASE("a repeated idempotency key returns the original positions and writes nothing") {
+  Fixture f;
+  auto first = f.store.Append({"test-a", ExpectedVersion::Any(), {Ev()}, std::string("key-1")});
+  REQUIRE(first.ok());
+  auto repeat = f.store.Append({"test-a", ExpectedVersion::Any(), {Ev()}, std::string("key-1")});
+  REQUIRE(repeat.ok());
+  CHECK(repeat.value().repeated);
+  CHECK(repeat.value().first.value == first.value().first.value);
+  CHECK(f.Events() == 1);
+}
+
+TEST_CASE("a repeated idempotency key with a different body is refused and writes nothing") {
+  Fixture f;
+  REQUIRE(f.store.Append({"test-a", ExpectedVersion::Any(), {Ev()}, std::string("key-1")}).ok());
+  auto other =
+      f.store.Append({"test-a", ExpectedVersion::Any(), {Ev("{\"n\": 99}")}, std::string("key-1")});
+  REQUIRE_FALSE(other.ok());
+  CHECK(other.error().code == AppendError::kIdempotencyMismatch);
+  CHECK(f.Events() == 1);
+}
+
+TEST_CASE("invalid JSON, oversized data, unknown types and bad ids are refused before Postgres") {
+  Fixture f;
+  auto check = [&](core::AppendRequest req, AppendError code, const char* fragment) {
+    auto r = f.store.Append(std::move(req));
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == code);
+    CHECK_MESSAGE(r.error().message.find(fragment) != std::string::npos, r.error().message);
+  };
+  check({"test-a", ExpectedVersion::Any(), {Ev("{\"n\": ")}, {}}, AppendError::kInvalidJson,
+        "invalid JSON at byte");
+  check({"test-a", ExpectedVersion::Any(), {Ev("[1,2]")}, {}}, AppendError::kInvalidJson,
+        "must be an object");
+  check({"test-a", ExpectedVersion::Any(), {Ev("{\"s\": \"\xff\"}")}, {}},
+        AppendError::kInvalidJson, "invalid JSON");
+  std::string big = "{\"s\": \"" + std::string(core::kMaxEventDataBytes, 'x') + "\"}";
+  check({"test-a", ExpectedVersion::Any(), {Ev(big)}, {}}, AppendError::kEventTooLarge,
+        "the limit is 65536");
+  check({"test-a", ExpectedVersion::Any(), {Ev("{}", "no.such.type")}, {}},
+        AppendError::kUnknownEventType, "not in the catalogue");
+  check({"bad stream id", ExpectedVersion::Any(), {Ev()}, {}}, AppendError::kInvalidRequest,
+        "stream id");
+  check({"test-a", ExpectedVersion::Any(), {}, {}}, AppendError::kInvalidRequest,
+        "at least one event");
+  core::NewEvent bad_id = Ev();
+  bad_id.event_id = "not-a-uuid";
+  check({"test-a", ExpectedVersion::Any(), {bad_id}, {}}, AppendError::kInvalidRequest, "UUID");
+  CHECK(f.Events() == 0);
+}
+
+TEST_CASE("JSON that Postgres refuses is a typed error and does not fail other appends") {
+  Fixture f;
+  // RapidJSON accepts \u0000, jsonb does not: the store must map it, not crash or lose others.
+  auto r = f.store.Append({"test-a", ExpectedVersion::Any(), {Ev("{\"s\": \"\\u0000\"}")}, {}});
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == AppendError::kInvalidJson);
+  CHECK(f.store.Append({"test-a", ExpectedVersion::Any(), {Ev()}, {}}).ok());
+  CHECK(f.Events() == 1);
+}
+
+TEST_CASE("an old schema version is upcast on read") {
+  Fixture f;
+  {
+    auto conn = f.db.Connect();
+    pqxx::work tx(*conn);
+    tx.exec(
+        "INSERT INTO events (stream_id, stream_version, event_id, type, schema_version, data, "
+        "metadata) VALUES ('test-v', 0, gen_random_uuid(), 'test.versioned', 1, '{\"a\": 1}', "
+        "'{}')");
+    tx.commit();
+  }
+  auto conn = f.db.Connect();
+  pqxx::read_transaction tx(*conn);
+  auto events = core::ReadStream(tx, f.catalogue, "test-v", 0, 10);
+  REQUIRE(events.size() == 1);
+  CHECK(events[0].schema_version == 2);
+  CHECK(events[0].data_json.find("\"upcast\": true") != std::string::npos);
+}
+
+TEST_CASE("appending inside a caller's transaction commits with the caller's own rows") {
+  Fixture f;
+  auto conn = f.db.Connect();
+  {
+    pqxx::work tx(*conn);
+    auto r = f.store.AppendInTransaction(tx, {"test-o", ExpectedVersion::Any(), {Ev()}, {}});
+    REQUIRE(r.ok());
+    tx.exec("CREATE TABLE business (x int)");
+    tx.abort();  // both roll back together
+  }
+  CHECK(f.Events() == 0);
+  {
+    pqxx::work tx(*conn);
+    tx.exec("CREATE TABLE business (x int)");
+    auto r = f.store.AppendInTransaction(tx, {"test-o", ExpectedVersion::Any(), {Ev()}, {}});
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == AppendError::kTransactionAlreadyWrote);
+  }
+}
+
+TEST_CASE("20 parallel appends at the same expected version: exactly one succeeds") {
+  Fixture f;
+  REQUIRE(f.store.Append({"test-race", ExpectedVersion::NoStream(), {Ev()}, {}}).ok());
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0}, conflict{0};
+  for (int i = 0; i < 20; ++i) {
+    threads.emplace_back([&] {
+      auto r = f.store.Append({"test-race", ExpectedVersion::Exactly(0), {Ev()}, {}});
+      if (r.ok()) ++ok;
+      if (!r.ok() && r.error().code == AppendError::kVersionConflict) ++conflict;
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(ok == 1);
+  CHECK(conflict == 19);
+  CHECK(f.Events() == 2);
+}
+
+TEST_CASE("a retry with the same event id after an unknown outcome writes one row") {
+  Fixture f;
+  core::NewEvent e = Ev();
+  e.event_id = core::NewUuid();
+  auto first = f.store.Append({"test-d", ExpectedVersion::Any(), {e}, {}});
+  REQUIRE(first.ok());
+  auto retry = f.store.Append({"test-d", ExpectedVersion::Any(), {e}, {}});
+  REQUIRE(retry.ok());
+  CHECK(retry.value().repeated);
+  CHECK(retry.value().first.value == first.value().first.value);
+  core::NewEvent other = Ev("{}", "test.versioned");
+  other.event_id = e.event_id;
+  auto clash = f.store.Append({"test-d", ExpectedVersion::Any(), {other}, {}});
+  REQUIRE_FALSE(clash.ok());
+  CHECK(clash.error().code == AppendError::kDuplicateEventId);
+  CHECK(f.Events() == 1);
+}
+
+TEST_CASE("Postgres unreachable: the append says so and nothing hangs") {
+  core::EventCatalogue catalogue = test::TestCatalogue();
+  core::EventStore store({"host=127.0.0.1 port=1 dbname=x user=x connect_timeout=2"}, catalogue,
+                         core::NullLogger());
+  auto r = store.Append({"test-a", ExpectedVersion::Any(), {Ev()}, {}});
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == AppendError::kUnavailable);
+}
