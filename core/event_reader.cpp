@@ -62,10 +62,12 @@ std::vector<RecordedEvent> ToEvents(const pqxx::result& rows, const EventCatalog
 SafeBatch ReadAfterCursor(pqxx::transaction_base& tx, const EventCatalogue& catalogue,
                           LogCursor after, int limit, bool check_held_back) {
   // One statement: the horizon and the rows come from the same snapshot.
-  std::string sql = std::string("SELECT ") + kColumns +
-                    " FROM events WHERE (tx_id, position) > ($1::text::xid8, $2::bigint)"
-                    " AND tx_id < pg_snapshot_xmin(pg_current_snapshot())"
-                    " ORDER BY tx_id, position LIMIT $3";
+  std::string sql =
+      std::string("SELECT ") + kColumns +
+      " FROM events WHERE (tx_id, position) > ($1::text::xid8, $2::bigint)"
+      " AND tx_id < pg_snapshot_xmin(pg_current_snapshot())"
+      // Qualified: a bare `tx_id` would name the ::text output column and sort as text.
+      " ORDER BY events.tx_id, events.position LIMIT $3";
   SafeBatch batch;
   batch.events =
       ToEvents(tx.exec_params(sql, std::to_string(after.tx_id), after.position, limit), catalogue);
@@ -85,7 +87,7 @@ std::vector<RecordedEvent> ReadByPosition(pqxx::transaction_base& tx,
                                           int limit, const EventFilter& filter) {
   std::string sql = std::string("SELECT ") + kColumns +
                     " FROM events WHERE position > $1 AND ($2::text IS NULL OR stream_id = $2)"
-                    " AND ($3::text IS NULL OR type = $3) ORDER BY position LIMIT $4";
+                    " AND ($3::text IS NULL OR type = $3) ORDER BY events.position LIMIT $4";
   const char* stream = filter.stream_id ? filter.stream_id->c_str() : nullptr;
   const char* type = filter.type ? filter.type->c_str() : nullptr;
   return ToEvents(tx.exec_params(sql, after.value, stream, type, limit), catalogue);
@@ -96,7 +98,7 @@ std::vector<RecordedEvent> ReadStream(pqxx::transaction_base& tx, const EventCat
                                       int limit) {
   std::string sql = std::string("SELECT ") + kColumns +
                     " FROM events WHERE stream_id = $1 AND stream_version >= $2"
-                    " ORDER BY stream_version LIMIT $3";
+                    " ORDER BY events.stream_version LIMIT $3";
   return ToEvents(tx.exec_params(sql, stream_id, from_version, limit), catalogue);
 }
 
