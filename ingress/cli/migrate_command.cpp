@@ -18,8 +18,17 @@ int RunMigrate(const CliContext& ctx, const Args& args) {
     return Fail(DatabaseDown(ctx.conninfo, e));
   }
   auto migrations = SchemaSources();
-  auto result = core::Migrate(*conn, migrations);
-  if (!result.ok()) return Fail(result.error().message, 3);
+  auto result = [&]() -> core::SchemaResult {
+    try {
+      return core::Migrate(*conn, migrations);
+    } catch (const std::exception& e) {
+      return core::TypedError<core::SchemaError>{core::SchemaError::kFailed,
+                                                 DatabaseDown(ctx.conninfo, e)};
+    }
+  }();
+  if (!result.ok()) {
+    return Fail(result.error().message, result.error().code == core::SchemaError::kFailed ? 1 : 3);
+  }
   const core::SchemaStatus& s = result.value();
   if (!s.pending.empty()) {
     std::string applied = "[";
