@@ -177,6 +177,12 @@ void Subscription::Run() {
 std::int64_t Subscription::CatchUp(const std::function<void(std::int64_t)>& progress) {
   if (!work_) Connect();
   while (!TryOwn()) std::this_thread::sleep_for(options_.poll_interval);
+  {
+    // Start from what Postgres holds: a rebuild may have reset it since this instance last ran.
+    pqxx::work tx(*work_);
+    checkpoint_ = LoadCheckpoint(tx, options_.name);
+    tx.commit();
+  }
   std::int64_t total = 0;
   for (;;) {
     StepResult step = Step();
