@@ -155,11 +155,16 @@ std::vector<AppendResult> AppendBatcher::ResolveInDoubt(std::unique_ptr<pqxx::co
   for (int attempt = 0; attempt < 20; ++attempt) {
     try {
       conn = Connect(options_.conninfo);
-      pqxx::nontransaction tx(*conn);
-      bool landed =
-          !tx.exec_params("SELECT 1 FROM events WHERE event_id = $1::uuid", probe_id).empty();
+      bool landed;
+      {  // closed before the batch may run again on the same connection
+        pqxx::nontransaction tx(*conn);
+        landed =
+            !tx.exec_params("SELECT 1 FROM events WHERE event_id = $1::uuid", probe_id).empty();
+      }
       if (landed) return results;
       log_->info("in-doubt batch did not commit; running it again");
+      // Should the lost COMMIT land after all, the ids make the re-run a repeat, not a duplicate.
+      for (Pending* p : batch) p->item.ids_supplied = true;
       return RunGroup(conn, batch, false);
     } catch (const std::exception&) {
       conn.reset();

@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "core/migrator.h"
 #include "core/pg.h"
+#include "core/xid_horizon.h"
 #include "ingress/cli/args.h"
 #include "ingress/cli/commands.h"
 #include "ingress/config.h"
@@ -75,6 +76,10 @@ int main(int argc, char** argv) {
     auto conn = core::Connect(conninfo);
     auto schema = core::RequireCurrentSchema(*conn, ingress::SchemaSources());
     if (!schema.ok()) return ingress::Fail("refusing to start: " + schema.error().message, 3);
+    pqxx::read_transaction tx(*conn);
+    if (auto behind = core::CheckXidHorizon(tx)) {
+      return ingress::Fail("refusing to start: " + *behind, 3);
+    }
   } catch (const std::exception& e) {
     return ingress::Fail(ingress::DatabaseDown(conninfo, e));
   }
