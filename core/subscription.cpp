@@ -6,6 +6,8 @@
 
 namespace unidesk::core {
 
+using namespace std::chrono_literals;
+
 /// Registers the channel with libpqxx so the LISTEN is renewed after a reconnect.
 class Subscription::Wakeup : public pqxx::notification_receiver {
  public:
@@ -175,8 +177,18 @@ void Subscription::Run() {
 }
 
 std::int64_t Subscription::CatchUp(const std::function<void(std::int64_t)>& progress) {
+  return *TryCatchUp(progress, std::chrono::milliseconds::max());
+}
+
+std::optional<std::int64_t> Subscription::TryCatchUp(
+    const std::function<void(std::int64_t)>& progress, std::chrono::milliseconds own_within) {
   if (!work_) Connect();
-  while (!TryOwn()) std::this_thread::sleep_for(options_.poll_interval);
+  const bool bounded = own_within != std::chrono::milliseconds::max();
+  const auto deadline = std::chrono::steady_clock::now() + (bounded ? own_within : 0ms);
+  while (!TryOwn()) {
+    if (bounded && std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+    std::this_thread::sleep_for(std::min(options_.poll_interval, std::chrono::milliseconds(100)));
+  }
   {
     // Start from what Postgres holds: a rebuild may have reset it since this instance last ran.
     pqxx::work tx(*work_);

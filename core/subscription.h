@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <pqxx/pqxx>
 #include <string>
 #include <thread>
@@ -76,6 +77,9 @@ class Subscription {
   /// left and nothing is held back. `progress(delivered_so_far)` after each batch.
   /// Throws what libpqxx throws.
   std::int64_t CatchUp(const std::function<void(std::int64_t)>& progress = {});
+  /// As CatchUp, but gives up (nullopt) when another process keeps ownership for `own_within`.
+  std::optional<std::int64_t> TryCatchUp(const std::function<void(std::int64_t)>& progress,
+                                         std::chrono::milliseconds own_within);
 
  private:
   class Wakeup;

@@ -7,6 +7,7 @@ std::uint32_t EpochAbove(std::uint64_t max_tx_id) {
 }
 
 std::optional<std::string> CheckXidHorizon(pqxx::transaction_base& tx) {
+  if (tx.exec("SELECT to_regclass('events') IS NULL")[0][0].as<bool>()) return std::nullopt;
   auto r =
       tx.exec("SELECT max(tx_id)::text, pg_snapshot_xmax(pg_current_snapshot())::text FROM events");
   if (r[0][0].is_null()) return std::nullopt;

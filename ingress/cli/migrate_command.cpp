@@ -5,6 +5,7 @@
 #include "core/json.h"
 #include "core/migrator.h"
 #include "core/pg.h"
+#include "core/xid_horizon.h"
 #include "ingress/cli/commands.h"
 #include "ingress/schema_sources.h"
 
@@ -30,6 +31,10 @@ int RunMigrate(const CliContext& ctx, const Args& args) {
     return Fail(result.error().message, result.error().code == core::SchemaError::kFailed ? 1 : 3);
   }
   const core::SchemaStatus& s = result.value();
+  {
+    pqxx::read_transaction tx(*conn);
+    if (auto behind = core::CheckXidHorizon(tx)) return Fail(*behind, 3);
+  }
   if (!s.pending.empty()) {
     std::string applied = "[";
     for (std::size_t i = 0; i < s.pending.size(); ++i) {

@@ -7,6 +7,7 @@
 #include "core/json.h"
 #include "core/pg.h"
 #include "core/projection.h"
+#include "core/xid_horizon.h"
 #include "ingress/cli/commands.h"
 #include "ingress/cli/progress.h"
 #include "projections/registry.h"
@@ -107,6 +108,10 @@ int RunProjectionsRebuild(const CliContext& ctx, const Args& args) {
   }
   try {
     auto conn = core::Connect(ctx.conninfo);
+    {
+      pqxx::read_transaction tx(*conn);
+      if (auto behind = core::CheckXidHorizon(tx)) return Fail(*behind, 3);
+    }
     core::EventStore store({ctx.conninfo, 1, 1, true}, ctx.catalogue, ctx.log);
     std::string correlation = core::NewUuid();
     auto started = std::chrono::steady_clock::now();
@@ -129,36 +134,36 @@ int RunProjectionsRebuild(const CliContext& ctx, const Args& args) {
     }
     Progress progress("rebuild " + name, total);
     std::int64_t done = 0;
-    bool owned_elsewhere;
-    {
-      pqxx::nontransaction tx(*conn);
-      auto key = core::LockKey("subscription", name);
-      owned_elsewhere = !tx.exec_params("SELECT pg_try_advisory_lock($1)", key)[0][0].as<bool>();
-      if (!owned_elsewhere) tx.exec_params("SELECT pg_advisory_unlock($1)", key);
-    }
-    if (!owned_elsewhere) {
-      core::ProjectionHandler handler(*projector);
-      core::SubscriptionOptions options;
-      options.name = name;
-      options.conninfo = ctx.conninfo;
-      options.batch_size = 5000;
-      options.listen = false;
-      core::Subscription sub(options, ctx.catalogue, handler, ctx.log);
-      done = sub.CatchUp([&](std::int64_t n) { progress.Update(n); });
-    } else {
-      std::fprintf(stderr, "projection '%s' is owned by a running server; following its replay\n",
-                   name.c_str());
-      for (;;) {
-        pqxx::read_transaction tx(*conn);
-        auto r = tx.exec_params(
-            "SELECT s.events, (s.tx_id, s.position) >= (e.tx_id, e.position) FROM subscriptions "
-            "s, events e WHERE s.name = $1 AND e.position = $2",
-            name, request_position);
-        done = r[0][0].as<std::int64_t>();
-        if (r[0][1].as<bool>()) break;
-        progress.Update(done);
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    // Replay here when no process owns the projector; otherwise follow the owner's replay,
+    // and take over should the owner go away before it is done.
+    core::ProjectionHandler handler(*projector);
+    core::SubscriptionOptions options;
+    options.name = name;
+    options.conninfo = ctx.conninfo;
+    options.batch_size = 5000;
+    options.listen = false;
+    core::Subscription sub(options, ctx.catalogue, handler, ctx.log);
+    bool said_following = false;
+    for (;;) {
+      auto replayed = sub.TryCatchUp([&](std::int64_t n) { progress.Update(n); },
+                                     std::chrono::milliseconds(200));
+      if (replayed) {
+        done = *replayed;
+        break;
       }
+      if (!said_following) {
+        std::fprintf(stderr, "projection '%s' is owned by a running server; following its replay\n",
+                     name.c_str());
+        said_following = true;
+      }
+      pqxx::read_transaction tx(*conn);
+      auto r = tx.exec_params(
+          "SELECT s.events, (s.tx_id, s.position) >= (e.tx_id, e.position) FROM subscriptions "
+          "s, events e WHERE s.name = $1 AND e.position = $2",
+          name, request_position);
+      done = r[0][0].as<std::int64_t>();
+      if (r[0][1].as<bool>()) break;
+      progress.Update(done);
     }
     progress.Finish(done);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
