@@ -1,5 +1,6 @@
 // unidesk: the command-line client's composition root.
 
+#include <pwd.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -44,7 +45,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   core::EventCatalogue catalogue = core::BuiltinCatalogue();
-  const char* user = std::getenv("USER");
+  const passwd* pw = getpwuid(getuid());
+  const char* user = pw != nullptr ? pw->pw_name : std::getenv("USER");
   ingress::CliContext ctx{ingress::DatabaseFrom(args.Get("db")),
                           std::string("cli:") + (user ? user : std::to_string(getuid())), catalogue,
                           core::MakeLogger("cli")};
