@@ -22,17 +22,7 @@ inline std::string CliBinary() { return BuildDir() + "/ingress/unidesk"; }
 inline std::string ServerBinary() { return BuildDir() + "/ingress/unidesk-server"; }
 
 /// `s` quoted for /bin/sh.
-inline std::string Quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      out += "'\\''";
-    } else {
-      out.push_back(c);
-    }
-  }
-  return out + "'";
-}
+inline std::string Quote(const std::string& s) { return ShellQuote(s); }
 
 /// A fresh file name under /tmp for this process (not created).
 inline std::string TempPath(const std::string& what) {

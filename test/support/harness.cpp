@@ -164,6 +164,18 @@ bool ChildProcess::Running() {
   return false;
 }
 
+std::string ShellQuote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out + "'";
+}
+
 int Shell(const std::string& command, std::string* out) {
   FILE* p = popen(command.c_str(), "r");
   if (!p) return -1;

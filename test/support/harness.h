@@ -72,6 +72,9 @@ class ChildProcess {
   int status_ = -1;
 };
 
+/// `s` quoted for a POSIX shell.
+std::string ShellQuote(const std::string& s);
+
 /// Runs a shell command; returns its exit code and (if `out`) its stdout.
 int Shell(const std::string& command, std::string* out = nullptr);
 
