@@ -49,7 +49,7 @@ class Projector {
   virtual void Apply(const RecordedEvent& event, RowChanges& out) const = 0;
 };
 
-/// Writes `changes` in order; consecutive inserts into one table share one statement.
+/// Writes `changes` in order; consecutive inserts into one table share one COPY.
 void WriteRowChanges(pqxx::transaction_base& tx, const std::vector<RowChange>& changes);
 
 /// Adapts a Projector to the subscription engine.
