@@ -161,6 +161,10 @@ AppendResult EventStore::AppendInTransaction(pqxx::work& tx, AppendRequest reque
   }
 }
 
+void LockStreamForAppend(pqxx::transaction_base& tx, const std::string& stream_id) {
+  tx.exec_params("SELECT pg_advisory_xact_lock($1)", LockKey("stream", stream_id));
+}
+
 void EventStore::NotifyCommitted() {
   if (notifier_) notifier_->Signal();
 }

@@ -108,6 +108,11 @@ class EventStore {
   std::unique_ptr<detail::AppendBatcher> batcher_;
 };
 
+/// Takes `stream_id`'s append lock in `tx` without giving `tx` an xid. A transaction that decides
+/// what to append from rows it reads takes it first, then reads, then AppendInTransaction: every
+/// other appender to the stream waits, so the read cannot go stale before the append.
+void LockStreamForAppend(pqxx::transaction_base& tx, const std::string& stream_id);
+
 /// Validates `request` against the catalogue and the limits, filling generated event ids.
 /// Pure: no I/O. Used by the store before anything is sent to Postgres.
 std::optional<TypedError<AppendError>> ValidateAppend(const EventCatalogue& catalogue,

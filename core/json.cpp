@@ -2,6 +2,8 @@
 
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 
 #include <cmath>
 #include <cstdio>
@@ -94,6 +96,65 @@ JsonObject& JsonObject::Raw(std::string_view key, std::string_view json) {
   Key(key);
   out_ += json;
   return *this;
+}
+
+std::string MergeJsonObjects(std::string_view base, std::string_view overrides) {
+  rapidjson::Document out;
+  out.Parse(base.data(), base.size());
+  if (out.HasParseError() || !out.IsObject()) out.SetObject();
+  rapidjson::Document over;
+  over.Parse(overrides.data(), overrides.size());
+  if (!over.HasParseError() && over.IsObject()) {
+    for (auto it = over.MemberBegin(); it != over.MemberEnd(); ++it) {
+      rapidjson::Value v(it->value, out.GetAllocator());
+      auto existing = out.FindMember(it->name);
+      if (existing != out.MemberEnd()) {
+        existing->value = v;
+      } else {
+        out.AddMember(rapidjson::Value(it->name, out.GetAllocator()), v, out.GetAllocator());
+      }
+    }
+  }
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  out.Accept(w);
+  return {buf.GetString(), buf.GetSize()};
+}
+
+struct JsonReader::Doc {
+  rapidjson::Document d;
+  const rapidjson::Value* Find(std::string_view key) const {
+    if (!d.IsObject()) return nullptr;
+    auto it = d.FindMember(rapidjson::Value(key.data(), static_cast<unsigned>(key.size())));
+    return it == d.MemberEnd() ? nullptr : &it->value;
+  }
+};
+
+JsonReader::JsonReader(std::string_view json) : doc_(std::make_unique<Doc>()) {
+  doc_->d.Parse(json.data(), json.size());
+}
+
+JsonReader::~JsonReader() = default;
+
+std::optional<std::string> JsonReader::Str(std::string_view key) const {
+  const rapidjson::Value* v = doc_->Find(key);
+  if (!v || !v->IsString()) return std::nullopt;
+  return std::string(v->GetString(), v->GetStringLength());
+}
+
+std::optional<std::int64_t> JsonReader::Int(std::string_view key) const {
+  const rapidjson::Value* v = doc_->Find(key);
+  if (!v || !v->IsInt64()) return std::nullopt;
+  return v->GetInt64();
+}
+
+std::optional<std::string> JsonReader::Raw(std::string_view key) const {
+  const rapidjson::Value* v = doc_->Find(key);
+  if (!v) return std::nullopt;
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  v->Accept(w);
+  return std::string(buf.GetString(), buf.GetSize());
 }
 
 }  // namespace unidesk::core

@@ -2,6 +2,7 @@
 // Small JSON helpers over RapidJSON: validation with readable errors, escaping, object building.
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -28,6 +29,25 @@ class JsonObject {
  private:
   void Key(std::string_view key);
   std::string out_ = "{";
+};
+
+/// The members of both objects; `overrides` wins on a shared key. Invalid input counts as {}.
+std::string MergeJsonObjects(std::string_view base, std::string_view overrides);
+
+/// Reads the top-level members of a JSON object (event data). Missing, ill-typed or unparsable
+/// input reads as nullopt.
+class JsonReader {
+ public:
+  explicit JsonReader(std::string_view json);
+  ~JsonReader();
+  std::optional<std::string> Str(std::string_view key) const;
+  std::optional<std::int64_t> Int(std::string_view key) const;
+  /// The member re-serialized as compact JSON.
+  std::optional<std::string> Raw(std::string_view key) const;
+
+ private:
+  struct Doc;
+  std::unique_ptr<Doc> doc_;
 };
 
 }  // namespace unidesk::core

@@ -1,24 +1,59 @@
 // unidesk-provider: the Provider Gateway agent's composition root.
 
+#include <pthread.h>
+
+#include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <thread>
+
+#include "core/log.h"
+#include "provider/agent.h"
+#include "provider/agent_config.h"
 
 int main(int argc, char** argv) {
+  using namespace unidesk::provider;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--version") == 0) {
       std::printf("unidesk-provider %s (%s)\n", UNIDESK_VERSION, UNIDESK_GIT_COMMIT);
       return 0;
     }
     if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
-      std::printf(
-          "usage: unidesk-provider [--help] [--version]\n\n"
-          "The Provider Gateway agent. It dials out to the server's ingress and runs tasks in\n"
-          "Docker; joining is not implemented yet in this version.\n");
+      std::fputs(kAgentUsage, stdout);
       return 0;
     }
   }
-  std::fprintf(stderr,
-               "unidesk-provider: joining a server is not implemented in this version "
-               "(see --help)\n");
-  return 2;
+  auto config = LoadAgentConfig(argc - 1, argv + 1);
+  if (!config.ok()) {
+    std::fprintf(stderr, "unidesk-provider: %s\n(see --help)\n", config.error().c_str());
+    return 2;
+  }
+  // SIGTERM and SIGINT are taken by one thread; the agent says goodbye and Run returns.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  auto log = unidesk::core::MakeLogger("provider");
+  try {
+    Agent agent(config.value(), log);
+    std::thread waiter([&] {
+      int sig = 0;
+      sigwait(&signals, &sig);
+      if (sig == 0) return;
+      log->info("signal {} received; closing the session", sig);
+      agent.Stop();
+    });
+    AgentExit exit = agent.Run();
+    if (exit == AgentExit::kStopped) {
+      waiter.join();
+    } else {
+      waiter.detach();  // no signal will come; the process ends here
+    }
+    log->info("stopped");
+    return static_cast<int>(exit);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "unidesk-provider: %s\n", e.what());
+    return 1;
+  }
 }

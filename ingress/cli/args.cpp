@@ -8,6 +8,11 @@ std::optional<std::string> Args::Get(const std::string& key) const {
   return it->second;
 }
 
+std::vector<std::string> Args::GetAll(const std::string& key) const {
+  auto it = repeated.find(key);
+  return it == repeated.end() ? std::vector<std::string>{} : it->second;
+}
+
 core::Result<Args, std::string> ParseArgs(int argc, char** argv, int first,
                                           const std::set<std::string>& valued,
                                           const std::set<std::string>& known_flags) {
@@ -30,6 +35,7 @@ core::Result<Args, std::string> ParseArgs(int argc, char** argv, int first,
         value = argv[++i];
       }
       args.options[key] = *value;
+      args.repeated[key].push_back(*value);
     } else if (known_flags.count(key) && !value) {
       args.flags.insert(key);
     } else {

@@ -13,11 +13,13 @@ namespace unidesk::ingress {
 
 struct Args {
   std::vector<std::string> positional;
-  std::map<std::string, std::string> options;  // --key value
-  std::set<std::string> flags;                 // --flag
+  std::map<std::string, std::string> options;                // --key value (the last one given)
+  std::map<std::string, std::vector<std::string>> repeated;  // every value of a repeated --key
+  std::set<std::string> flags;                               // --flag
 
   bool Has(const std::string& flag) const { return flags.count(flag) > 0; }
   std::optional<std::string> Get(const std::string& key) const;
+  std::vector<std::string> GetAll(const std::string& key) const;
 };
 
 /// Parses argv[first..]. `valued` names the options that take a value; any other --x is a flag

@@ -21,6 +21,10 @@ int RunMigrate(const CliContext& ctx, const Args& args);
 int RunEventsTail(const CliContext& ctx, const Args& args);
 int RunProjectionsStatus(const CliContext& ctx, const Args& args);
 int RunProjectionsRebuild(const CliContext& ctx, const Args& args);
+int RunNodesAdd(const CliContext& ctx, const Args& args);
+int RunNodesRevoke(const CliContext& ctx, const Args& args);
+int RunNodesList(const CliContext& ctx, const Args& args);
+int RunNodesShow(const CliContext& ctx, const Args& args);
 
 /// Prints "unidesk: <message>" to stderr and returns `code`: the one place errors leave the CLI.
 int Fail(const std::string& message, int code = 1);

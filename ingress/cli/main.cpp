@@ -22,6 +22,10 @@ constexpr const char* kUsage =
     "                                         print events (the last 20 by default)\n"
     "  projections status [--json]            checkpoint and lag of each projection\n"
     "  projections rebuild NAME [--json]      empty NAME's tables and replay every event\n"
+    "  nodes add NAME [--label K=V]... [--json]  register a node; prints its token once\n"
+    "  nodes revoke NAME [--json]             end a node's token and close its session\n"
+    "  nodes list [--json]                    every node with status, resources, heartbeat\n"
+    "  nodes show NAME [--json]               one node in full\n"
     "  version                                print the version and commit\n"
     "\n"
     "The database comes from --db, else $UNIDESK_DB, else the local cluster of ops/up\n"
@@ -31,8 +35,9 @@ constexpr const char* kUsage =
 
 int main(int argc, char** argv) {
   using namespace unidesk;
-  auto parsed = ingress::ParseArgs(argc, argv, 1, {"db", "stream", "type", "since", "limit"},
-                                   {"json", "follow", "help", "version"});
+  auto parsed =
+      ingress::ParseArgs(argc, argv, 1, {"db", "stream", "type", "since", "limit", "label"},
+                         {"json", "follow", "help", "version"});
   if (!parsed.ok()) return ingress::Fail(parsed.error() + "\n" + kUsage, 2);
   const ingress::Args& args = parsed.value();
   const auto& pos = args.positional;
@@ -57,5 +62,9 @@ int main(int argc, char** argv) {
     return ingress::RunProjectionsStatus(ctx, args);
   }
   if (cmd == "projections rebuild") return ingress::RunProjectionsRebuild(ctx, args);
+  if (cmd == "nodes add" && pos.size() == 3) return ingress::RunNodesAdd(ctx, args);
+  if (cmd == "nodes revoke" && pos.size() == 3) return ingress::RunNodesRevoke(ctx, args);
+  if (cmd == "nodes list" && pos.size() == 2) return ingress::RunNodesList(ctx, args);
+  if (cmd == "nodes show" && pos.size() == 3) return ingress::RunNodesShow(ctx, args);
   return ingress::Fail("unknown command '" + cmd + "'\n" + kUsage, 2);
 }

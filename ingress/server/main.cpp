@@ -1,47 +1,70 @@
 // unidesk-server: the server's composition root. Roles are chosen with --roles.
 
+#include <sys/resource.h>
+
 #include <csignal>
 #include <cstdio>
+#include <fstream>
 #include <set>
 #include <sstream>
 
 #include "core/event_catalogue.h"
+#include "core/event_store.h"
 #include "core/log.h"
 #include "core/migrator.h"
 #include "core/pg.h"
 #include "core/xid_horizon.h"
+#include "handlers/liveness_monitor.h"
 #include "ingress/cli/args.h"
 #include "ingress/cli/commands.h"
 #include "ingress/config.h"
+#include "ingress/provider_ingress/provider_ingress.h"
 #include "ingress/schema_sources.h"
 #include "ingress/server/projector_role.h"
+#include "ingress/server/server_options.h"
 
 namespace {
 
 constexpr const char* kUsage =
-    "usage: unidesk-server [--db CONNINFO] [--roles LIST]\n"
+    "usage: unidesk-server [--db CONNINFO] [--roles LIST] [options]\n"
     "       unidesk-server migrate [--db CONNINFO]\n"
     "\n"
     "Runs the server roles (comma-separated; default: all available). Roles in this version:\n"
     "  projector   keeps every read model (projection) up to date from the event log\n"
-    "Planned: gateway, ingress, api, scheduler, monitor.\n"
+    "  ingress     the public WebSocket endpoint providers dial (/v1/provider)\n"
+    "  monitor     the liveness rule: suspect, offline, online, dormant\n"
+    "Planned: gateway, api, scheduler.\n"
     "The database comes from --db, else $UNIDESK_DB, else " UNIDESK_DEFAULT_DB
     ".\n"
-    "It refuses to start when the database schema is not exactly this build's.\n";
+    "It refuses to start when the database schema is not exactly this build's.\n\n";
 
-const std::set<std::string> kAvailableRoles = {"projector"};
+const std::set<std::string> kAvailableRoles = {"projector", "ingress", "monitor"};
+
+/// Thousands of sessions need thousands of descriptors: take what the hard limit allows.
+void RaiseFileLimit() {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &lim);
+  }
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
   using namespace unidesk;
-  auto parsed = ingress::ParseArgs(argc, argv, 1, {"db", "roles"}, {"help", "version", "json"});
+  std::set<std::string> valued = ingress::kServerOptionFlags;
+  valued.insert({"db", "roles"});
+  auto parsed = ingress::ParseArgs(argc, argv, 1, valued, {"help", "version", "json"});
   if (!parsed.ok()) return ingress::Fail(parsed.error() + "\n" + kUsage, 2);
   const ingress::Args& args = parsed.value();
   if (args.Has("help")) {
     std::fputs(kUsage, stdout);
+    std::fputs(ingress::kServerOptionsUsage, stdout);
     return 0;
   }
+  auto options = ingress::ParseServerOptions(args);
+  if (!options.ok()) return ingress::Fail(options.error(), 2);
   if (args.Has("version")) {
     std::printf("unidesk-server %s (%s)\n", UNIDESK_VERSION, UNIDESK_GIT_COMMIT);
     return 0;
@@ -91,14 +114,41 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  RaiseFileLimit();
+  core::EventStoreOptions store_options;
+  store_options.conninfo = conninfo;
+  core::EventStore store(store_options, catalogue, core::MakeLogger("store"));
   ingress::ProjectorRole projector(conninfo, catalogue, core::MakeLogger("projector"));
   if (roles.count("projector")) projector.Start();
+  std::unique_ptr<ingress::ProviderIngress> provider_ingress;
+  if (roles.count("ingress")) {
+    provider_ingress = std::make_unique<ingress::ProviderIngress>(
+        options.value().ingress, conninfo, catalogue, store, core::MakeLogger("ingress"));
+    try {
+      provider_ingress->Start();
+    } catch (const std::exception& e) {
+      projector.Stop();
+      return ingress::Fail("cannot listen on " + options.value().ingress.address + ":" +
+                               std::to_string(options.value().ingress.port) + ": " + e.what(),
+                           1);
+    }
+    if (auto f = options.value().ready_file) {
+      std::ofstream(*f + ".tmp") << provider_ingress->port() << "\n";
+      std::rename((*f + ".tmp").c_str(), f->c_str());
+    }
+  }
+  handlers::LivenessMonitor monitor(conninfo, options.value().liveness, store,
+                                    core::MakeLogger("monitor"));
+  if (roles.count("monitor")) monitor.Start();
   log->info("unidesk-server {} ({}) running roles: {}", UNIDESK_VERSION, UNIDESK_GIT_COMMIT,
             args.Get("roles").value_or("all"));
   int sig = 0;
   sigwait(&signals, &sig);
   log->info("signal {} received; stopping", sig);
+  if (provider_ingress) provider_ingress->Stop();
+  monitor.Stop();
   projector.Stop();
+  store.Stop();
   log->info("stopped");
   return 0;
 }

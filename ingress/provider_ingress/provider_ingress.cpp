@@ -1,0 +1,100 @@
+#include "ingress/provider_ingress/provider_ingress.h"
+
+#include <unistd.h>
+
+#include "core/ids.h"
+#include "core/json.h"
+#include "ingress/provider_ingress/http_front.h"
+#include "ingress/provider_ingress/provider_session.h"
+
+namespace unidesk::ingress {
+
+namespace {
+
+std::string MakeIngressId() {
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  return std::string(host) + ":" + std::to_string(getpid()) + ":" + core::NewUuid().substr(0, 8);
+}
+
+}  // namespace
+
+ProviderIngress::ProviderIngress(IngressSettings settings, const std::string& conninfo,
+                                 const core::EventCatalogue& catalogue, core::EventStore& events,
+                                 core::LoggerPtr log)
+    : id_(MakeIngressId()),
+      log_(log),
+      db_(static_cast<std::size_t>(settings.db_threads)),
+      store_(conninfo, id_, events),
+      heartbeats_(store_, registry_, settings.heartbeat_flush, log),
+      ctx_{settings,
+           id_,
+           store_,
+           registry_,
+           heartbeats_,
+           db_,
+           log,
+           {false},
+           {},
+           TokenBucket(settings.accepts_per_s, settings.accept_burst),
+           {},
+           TokenBucket(20, 200),
+           0},
+      tail_(
+          conninfo, catalogue, {"node.token_revoked", "node.connected"},
+          [this](const core::RecordedEvent& e) { OnBusEvent(e); }, log) {}
+
+ProviderIngress::~ProviderIngress() { Stop(); }
+
+void ProviderIngress::Start() {
+  listener_ = std::make_shared<Listener>(ioc_, ctx_);
+  listener_->Open(ctx_.settings.address, ctx_.settings.port);
+  listener_->Run();
+  work_.emplace(ioc_.get_executor());
+  for (int i = 0; i < ctx_.settings.io_threads; ++i) {
+    io_threads_.emplace_back([this] { ioc_.run(); });
+  }
+  heartbeats_.Start();
+  tail_.Start();
+  log_->info("provider ingress {} listening on {}:{}{}", id_, ctx_.settings.address, port(),
+             core::protocol::kPath);
+}
+
+unsigned short ProviderIngress::port() const { return listener_ ? listener_->port() : 0; }
+
+void ProviderIngress::OnBusEvent(const core::RecordedEvent& e) {
+  // Commands for a node reach the copy holding its session through the bus.
+  core::JsonReader data(e.data_json);
+  auto node = data.Str("node");
+  if (!node) return;
+  auto session = registry_.Find(*node);
+  if (!session || e.position.value < session->connected_position()) return;
+  if (e.type == "node.token_revoked") {
+    session->Close(core::protocol::CloseCode::kRevoked, "the node's token was revoked");
+  } else if (e.type == "node.connected" && data.Str("session") != session->session_id()) {
+    session->Close(core::protocol::CloseCode::kSuperseded,
+                   "a newer session of this node took over");
+  }
+}
+
+void ProviderIngress::Stop() {
+  if (!listener_) return;
+  ctx_.stopping = true;
+  listener_->Close();
+  tail_.Stop();
+  for (auto& s : registry_.All())
+    s->Close(core::protocol::CloseCode::kGoingAway, "server stopping");
+  // Give the close frames a moment to leave; the agents reconnect with jittered backoff.
+  for (int i = 0; i < 50 && registry_.size() > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  heartbeats_.Stop();
+  work_.reset();
+  ioc_.stop();
+  for (auto& t : io_threads_) t.join();
+  io_threads_.clear();
+  db_.join();
+  listener_.reset();
+}
+
+}  // namespace unidesk::ingress

@@ -1,0 +1,54 @@
+#pragma once
+// The `ingress` role: the public WebSocket endpoint for providers (docs/protocol.md).
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/event_catalogue.h"
+#include "core/event_store.h"
+#include "core/event_tail.h"
+#include "core/log.h"
+#include "ingress/provider_ingress/context.h"
+#include "ingress/provider_ingress/heartbeat_batcher.h"
+#include "ingress/provider_ingress/settings.h"
+
+namespace unidesk::ingress {
+
+class Listener;
+
+class ProviderIngress {
+ public:
+  ProviderIngress(IngressSettings settings, const std::string& conninfo,
+                  const core::EventCatalogue& catalogue, core::EventStore& events,
+                  core::LoggerPtr log);
+  ~ProviderIngress();
+  /// Binds the listener (throws boost::system::system_error) and starts serving.
+  void Start();
+  /// Closes every session with 1001 (going away) and stops.
+  void Stop();
+  unsigned short port() const;
+  const std::string& id() const { return id_; }
+
+ private:
+  void OnBusEvent(const core::RecordedEvent& e);
+
+  std::string id_;
+  core::LoggerPtr log_;
+  boost::asio::io_context ioc_;
+  boost::asio::thread_pool db_;
+  IngressStore store_;
+  SessionRegistry registry_;
+  HeartbeatBatcher heartbeats_;
+  IngressContext ctx_;
+  core::EventTail tail_;
+  std::shared_ptr<Listener> listener_;
+  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
+  std::vector<std::thread> io_threads_;
+};
+
+}  // namespace unidesk::ingress

@@ -1,0 +1,26 @@
+#pragma once
+// The flags of `unidesk-server` that tune the ingress and the monitor.
+
+#include <optional>
+#include <string>
+
+#include "handlers/liveness_rules.h"
+#include "ingress/cli/args.h"
+#include "ingress/provider_ingress/settings.h"
+
+namespace unidesk::ingress {
+
+struct ServerOptions {
+  IngressSettings ingress;
+  handlers::LivenessSettings liveness;
+  std::optional<std::string> ready_file;  // gets "PORT\n" once the ingress listens
+};
+
+/// The valued flags ParseServerOptions reads.
+extern const std::set<std::string> kServerOptionFlags;
+extern const char* const kServerOptionsUsage;
+
+/// Reads the flags; an error names the flag and says what is wrong.
+core::Result<ServerOptions, std::string> ParseServerOptions(const Args& args);
+
+}  // namespace unidesk::ingress

@@ -1,0 +1,37 @@
+#pragma once
+// The agent's connection loop: dial, hello, heartbeats, outbox reports, acks; on any failure,
+// wait (backoff with full jitter, at least what a 503 asked) and dial again.
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <memory>
+
+#include "core/log.h"
+#include "provider/agent_config.h"
+#include "provider/outbox.h"
+
+namespace unidesk::provider {
+
+/// Why Run returned.
+enum class AgentExit { kStopped = 0, kTokenRefused = 4, kProtocolRefused = 5, kSuperseded = 6 };
+
+class Agent {
+ public:
+  Agent(AgentConfig config, core::LoggerPtr log);
+  ~Agent();
+  /// Runs until Stop() or a refusal that retrying cannot fix.
+  AgentExit Run();
+  /// Thread-safe: closes the session with 1001 (going away) and makes Run return.
+  void Stop();
+
+ private:
+  class Session;
+  AgentConfig config_;
+  core::LoggerPtr log_;
+  Outbox outbox_;
+  boost::asio::io_context ioc_;
+  std::atomic<bool> stopping_{false};
+  std::shared_ptr<Session> session_;
+};
+
+}  // namespace unidesk::provider

@@ -1,0 +1,32 @@
+#pragma once
+// The agent's settings: a config file of `key = value` lines, overridden by flags.
+
+#include <map>
+#include <optional>
+#include <string>
+
+#include "core/result.h"
+#include "provider/backoff.h"
+#include "provider/machine.h"
+
+namespace unidesk::provider {
+
+struct AgentConfig {
+  std::string host;
+  std::string port;
+  std::string path = "/v1/provider";
+  std::string name;
+  std::string token;  // from token_file or $UNIDESK_NODE_TOKEN; never logged
+  std::map<std::string, std::string> labels;
+  std::string data_dir = "/var/lib/unidesk-provider";
+  MachineProbe probe;
+  std::chrono::milliseconds rescan{60000};  // how often resources are re-read
+  BackoffSettings backoff;
+};
+
+extern const char* const kAgentUsage;
+
+/// argv (after the program name) and the config file it may name; errors say what to fix.
+core::Result<AgentConfig, std::string> LoadAgentConfig(int argc, char** argv);
+
+}  // namespace unidesk::provider

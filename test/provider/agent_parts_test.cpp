@@ -1,0 +1,78 @@
+// The agent's pure parts: backoff with full jitter, the on-disk outbox, nvidia-smi parsing.
+
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <set>
+
+#include "provider/backoff.h"
+#include "provider/machine.h"
+#include "provider/outbox.h"
+
+using namespace unidesk::provider;
+using std::chrono::milliseconds;
+
+TEST_CASE("backoff: full jitter under an exponential ceiling, capped, reset after a while") {
+  Backoff b({milliseconds(1000), milliseconds(60000), milliseconds(60000)}, 42);
+  long long max_seen = 0;
+  std::set<long long> distinct;
+  for (int i = 0; i < 12; ++i) {
+    long long d = b.Next().count();
+    long long ceiling = std::min(1000LL << i, 60000LL);
+    CHECK(d >= 0);
+    CHECK(d <= ceiling);
+    max_seen = std::max(max_seen, d);
+    distinct.insert(d);
+  }
+  CHECK(max_seen <= 60000);
+  CHECK(distinct.size() > 8);  // jittered, not a fixed schedule
+  b.SessionEnded(milliseconds(1000));
+  CHECK(b.failures() == 12);  // a short session does not reset
+  b.SessionEnded(milliseconds(61000));
+  CHECK(b.failures() == 0);
+  CHECK(b.Next().count() <= 1000);
+  CHECK(b.Next(milliseconds(5000)).count() >= 5000);  // Retry-After is a floor
+  // Many agents restarting at once spread out.
+  std::set<long long> first;
+  for (int seed = 0; seed < 100; ++seed) {
+    first.insert(Backoff({milliseconds(1000), milliseconds(60000), milliseconds(60000)},
+                         static_cast<std::uint64_t>(seed))
+                     .Next()
+                     .count() /
+                 100);
+  }
+  CHECK(first.size() >= 8);
+}
+
+TEST_CASE("outbox: durable, ordered, sequence numbers never reused") {
+  char tmpl[] = "/tmp/unidesk-outbox-XXXXXX";
+  std::string dir = mkdtemp(tmpl);
+  std::string id;
+  {
+    Outbox o(dir + "/outbox");
+    id = o.id();
+    CHECK(o.Add("resources", "{\"a\":1}").seq == 1);
+    CHECK(o.Add("resources", "{\"a\":2}").seq == 2);
+    CHECK(o.Add("resources", "{\"a\":3}").seq == 3);
+    o.Ack(2);
+  }
+  Outbox again(dir + "/outbox");  // a restarted agent
+  CHECK(again.id() == id);
+  auto pending = again.Pending();
+  REQUIRE(pending.size() == 2);
+  CHECK(pending[0].seq == 1);
+  CHECK(pending[1].seq == 3);
+  CHECK(pending[1].body_json == "{\"a\":3}");
+  again.Ack(3);
+  CHECK(again.Add("resources", "{}").seq == 4);
+  std::system(("rm -rf " + dir).c_str());
+}
+
+TEST_CASE("nvidia-smi output becomes GPUs; unreadable lines are skipped") {
+  auto gpus = ParseNvidiaSmi("0, NVIDIA A100-SXM4-40GB, 40960\n1, Tesla T4, 15360\n2, X, [N/A]\n");
+  REQUIRE(gpus.size() == 2);
+  CHECK(gpus[0].model == "NVIDIA A100-SXM4-40GB");
+  CHECK(gpus[1].index == 1);
+  CHECK(gpus[1].memory_bytes == 15360LL * 1024 * 1024);
+}
