@@ -159,8 +159,14 @@ TEST_CASE("a revoked token is cut off and its reconnects are refused") {
   CHECK(Contains(text, "refused this node's token (403)"));
   CHECK(!Contains(text, ReadFile(token).substr(0, 47)));  // the token never reaches a log
   CHECK(!Contains(ReadFile(server.log), ReadFile(token).substr(0, 47)));
-  CHECK(CountEvents(db.conninfo(),
-                    "type = 'ingress.rejected' AND data->>'reason' = 'token_revoked'") >= 1);
+  // The refusal is recorded off the socket thread: it may land just after the agent exits.
+  CHECK(WaitUntil(
+      [&] {
+        return CountEvents(db.conninfo(),
+                           "type = 'ingress.rejected' AND "
+                           "data->>'reason' = 'token_revoked'") >= 1;
+      },
+      5s));
   CHECK(WaitForStatus(db.conninfo(), "leaver", "revoked", 5s));
   // A second agent with the same token is refused too.
   auto again = StartProvider(server.port, "leaver", token);
