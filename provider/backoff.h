@@ -19,7 +19,8 @@ class Backoff {
  public:
   explicit Backoff(BackoffSettings s, std::uint64_t seed = std::random_device{}())
       : s_(s), rng_(seed) {}
-  /// The delay before the next attempt; `retry_after` (from a 503) is a lower bound.
+  /// The delay before the next attempt. A `retry_after` (from a 503) replaces the jittered
+  /// delay and does not count as a failure: the exponent only grows on real failures.
   Millis Next(Millis retry_after = Millis(0));
   /// A session ended after lasting `connected`.
   void SessionEnded(Millis connected) {

@@ -33,6 +33,16 @@ TEST_CASE("backoff: full jitter under an exponential ceiling, capped, reset afte
   CHECK(b.failures() == 0);
   CHECK(b.Next().count() <= 1000);
   CHECK(b.Next(milliseconds(5000)).count() >= 5000);  // Retry-After is a floor
+  // A run of 503s (accept ramp-up) does not raise the exponent: the node is not pushed
+  // past the cap by the server pacing it.
+  int before = b.failures();
+  for (int i = 0; i < 20; ++i) {
+    long long d = b.Next(milliseconds(3000)).count();
+    CHECK(d >= 3000);
+    CHECK(d <= 4000);
+  }
+  CHECK(b.failures() == before);
+  CHECK(b.Next(milliseconds(120000)).count() <= 61000);  // an absurd Retry-After is capped
   // Many agents restarting at once spread out.
   std::set<long long> first;
   for (int seed = 0; seed < 100; ++seed) {
