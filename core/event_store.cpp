@@ -161,6 +161,47 @@ AppendResult EventStore::AppendInTransaction(pqxx::work& tx, AppendRequest reque
   }
 }
 
+std::vector<AppendResult> EventStore::AppendAllInTransaction(pqxx::work& tx,
+                                                             std::vector<AppendRequest>& requests) {
+  std::vector<AppendResult> out(requests.size(), AppendResult(AppendOutcome{}));
+  std::vector<detail::GroupItem> items;
+  std::vector<std::size_t> where;
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    AppendRequest& r = requests[i];
+    bool ids_supplied = std::any_of(r.events.begin(), r.events.end(),
+                                    [](const NewEvent& e) { return !e.event_id.empty(); });
+    if (auto err = ValidateAppend(catalogue_, r)) {
+      out[i] = *err;
+      continue;
+    }
+    items.push_back({&r, detail::RequestHash(r), ids_supplied});
+    where.push_back(i);
+  }
+  if (items.empty()) return out;
+  try {
+    if (!tx.exec("SELECT pg_current_xact_id_if_assigned() IS NULL")[0][0].as<bool>()) {
+      for (std::size_t i : where) {
+        out[i] = TypedError<AppendError>{
+            AppendError::kTransactionAlreadyWrote,
+            "append must be the first write of its transaction (its xid orders delivery)"};
+      }
+      return out;
+    }
+    auto results = detail::ExecuteGroup(tx, catalogue_, items);
+    for (std::size_t k = 0; k < results.size(); ++k) out[where[k]] = std::move(results[k]);
+    return out;
+  } catch (const std::exception& e) {
+    if (IsConnectionLost(e)) {
+      for (std::size_t i : where) {
+        out[i] = TypedError<AppendError>{AppendError::kUnavailable,
+                                         std::string("Postgres unavailable: ") + e.what()};
+      }
+      return out;
+    }
+    throw;
+  }
+}
+
 void LockStreamForAppend(pqxx::transaction_base& tx, const std::string& stream_id) {
   tx.exec_params("SELECT pg_advisory_xact_lock($1)", LockKey("stream", stream_id));
 }

@@ -92,6 +92,12 @@ class EventStore {
   /// Must come before any other write in `tx`; call NotifyCommitted() after the caller commits.
   AppendResult AppendInTransaction(pqxx::work& tx, AppendRequest request);
 
+  /// AppendInTransaction for several streams at once, one result per request in order (a
+  /// failed request writes nothing; the others still append). Every stream lock is taken first,
+  /// sorted, so the transaction's xid follows them all. Must be the first write of `tx`.
+  std::vector<AppendResult> AppendAllInTransaction(pqxx::work& tx,
+                                                   std::vector<AppendRequest>& requests);
+
   /// Wakes subscribers after a commit made outside Append (debounced).
   void NotifyCommitted();
 

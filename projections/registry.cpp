@@ -2,6 +2,7 @@
 
 #include "projections/audit_projector.h"
 #include "projections/node_projector.h"
+#include "projections/task_projector.h"
 
 namespace unidesk::projections {
 
@@ -9,6 +10,7 @@ std::vector<std::unique_ptr<core::Projector>> AllProjectors() {
   std::vector<std::unique_ptr<core::Projector>> out;
   out.push_back(std::make_unique<AuditProjector>());
   out.push_back(std::make_unique<NodeProjector>());
+  out.push_back(std::make_unique<TaskProjector>());
   return out;
 }
 

@@ -19,7 +19,11 @@ core::Result<Args, std::string> ParseArgs(int argc, char** argv, int first,
   Args args;
   for (int i = first; i < argc; ++i) {
     std::string a = argv[i];
-    if (a.rfind("--", 0) != 0 || a == "--") {
+    if (a == "--") {
+      args.rest.assign(argv + i + 1, argv + argc);
+      break;
+    }
+    if (a.rfind("--", 0) != 0) {
       args.positional.push_back(a);
       continue;
     }

@@ -1,5 +1,6 @@
 #pragma once
-// A small command-line parser: positional words, --flag, --key value, --key=value.
+// A small command-line parser: positional words, --flag, --key value, --key=value, and
+// everything after "--" kept verbatim (a command to run).
 
 #include <map>
 #include <optional>
@@ -16,6 +17,7 @@ struct Args {
   std::map<std::string, std::string> options;                // --key value (the last one given)
   std::map<std::string, std::vector<std::string>> repeated;  // every value of a repeated --key
   std::set<std::string> flags;                               // --flag
+  std::vector<std::string> rest;                             // every word after "--", verbatim
 
   bool Has(const std::string& flag) const { return flags.count(flag) > 0; }
   std::optional<std::string> Get(const std::string& key) const;

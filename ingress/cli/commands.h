@@ -25,6 +25,10 @@ int RunNodesAdd(const CliContext& ctx, const Args& args);
 int RunNodesRevoke(const CliContext& ctx, const Args& args);
 int RunNodesList(const CliContext& ctx, const Args& args);
 int RunNodesShow(const CliContext& ctx, const Args& args);
+int RunTasksSubmit(const CliContext& ctx, const Args& args);
+int RunTasksList(const CliContext& ctx, const Args& args);
+int RunTasksShow(const CliContext& ctx, const Args& args);
+int RunTasksCancel(const CliContext& ctx, const Args& args);
 
 /// Prints "unidesk: <message>" to stderr and returns `code`: the one place errors leave the CLI.
 int Fail(const std::string& message, int code = 1);

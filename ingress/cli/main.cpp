@@ -26,6 +26,14 @@ constexpr const char* kUsage =
     "  nodes revoke NAME [--json]             end a node's token and close its session\n"
     "  nodes list [--json]                    every node with status, resources, heartbeat\n"
     "  nodes show NAME [--json]               one node in full\n"
+    "  tasks submit [--file TASK.json] [flags] [--json] -- COMMAND [ARGS...]\n"
+    "               flags: --code-repo URL --code-commit SHA --env-repo URL --env-commit SHA\n"
+    "               [--dockerfile PATH] [--name N] [--cpu CORES] [--memory-mb MB] [--gpus N]\n"
+    "               [--label K=V]... [--env K=V]... [--priority P] [--timeout SECONDS]\n"
+    "               [--max-attempts N] [--idempotency-key K] [--allow-file-urls]\n"
+    "  tasks list [--state S] [--limit N] [--json]   newest first, with why a task waits\n"
+    "  tasks show ID [--json]                 one task (ID: the id or a unique prefix)\n"
+    "  tasks cancel ID [--reason R] [--json]  ask to cancel a task\n"
     "  version                                print the version and commit\n"
     "\n"
     "The database comes from --db, else $UNIDESK_DB, else the local cluster of ops/up\n"
@@ -35,9 +43,15 @@ constexpr const char* kUsage =
 
 int main(int argc, char** argv) {
   using namespace unidesk;
-  auto parsed =
-      ingress::ParseArgs(argc, argv, 1, {"db", "stream", "type", "since", "limit", "label"},
-                         {"json", "follow", "help", "version"});
+  auto parsed = ingress::ParseArgs(argc, argv, 1, {"db",          "stream",       "type",
+                                                   "since",       "limit",        "label",
+                                                   "file",        "name",         "code-repo",
+                                                   "code-commit", "env-repo",     "env-commit",
+                                                   "dockerfile",  "cpu",          "memory-mb",
+                                                   "gpus",        "env",          "priority",
+                                                   "timeout",     "max-attempts", "idempotency-key",
+                                                   "state",       "reason"},
+                                   {"json", "follow", "help", "version", "allow-file-urls"});
   if (!parsed.ok()) return ingress::Fail(parsed.error() + "\n" + kUsage, 2);
   const ingress::Args& args = parsed.value();
   const auto& pos = args.positional;
@@ -66,5 +80,9 @@ int main(int argc, char** argv) {
   if (cmd == "nodes revoke" && pos.size() == 3) return ingress::RunNodesRevoke(ctx, args);
   if (cmd == "nodes list" && pos.size() == 2) return ingress::RunNodesList(ctx, args);
   if (cmd == "nodes show" && pos.size() == 3) return ingress::RunNodesShow(ctx, args);
+  if (cmd == "tasks submit" && pos.size() == 2) return ingress::RunTasksSubmit(ctx, args);
+  if (cmd == "tasks list" && pos.size() == 2) return ingress::RunTasksList(ctx, args);
+  if (cmd == "tasks show" && pos.size() == 3) return ingress::RunTasksShow(ctx, args);
+  if (cmd == "tasks cancel" && pos.size() == 3) return ingress::RunTasksCancel(ctx, args);
   return ingress::Fail("unknown command '" + cmd + "'\n" + kUsage, 2);
 }

@@ -33,12 +33,13 @@ constexpr const char* kUsage =
     "  projector   keeps every read model (projection) up to date from the event log\n"
     "  ingress     the public WebSocket endpoint providers dial (/v1/provider)\n"
     "  monitor     the liveness rule: suspect, offline, online, dormant\n"
-    "Planned: gateway, api, scheduler.\n"
+    "  scheduler   places queued tasks on online nodes that fit (any number of copies)\n"
+    "Planned: gateway, api.\n"
     "The database comes from --db, else $UNIDESK_DB, else " UNIDESK_DEFAULT_DB
     ".\n"
     "It refuses to start when the database schema is not exactly this build's.\n\n";
 
-const std::set<std::string> kAvailableRoles = {"projector", "ingress", "monitor"};
+const std::set<std::string> kAvailableRoles = {"projector", "ingress", "monitor", "scheduler"};
 
 /// Thousands of sessions need thousands of descriptors: take what the hard limit allows.
 void RaiseFileLimit() {
@@ -140,12 +141,16 @@ int main(int argc, char** argv) {
   handlers::LivenessMonitor monitor(conninfo, options.value().liveness, store,
                                     core::MakeLogger("monitor"));
   if (roles.count("monitor")) monitor.Start();
+  handlers::Scheduler scheduler(conninfo, options.value().scheduler, store,
+                                core::MakeLogger("scheduler"));
+  if (roles.count("scheduler")) scheduler.Start();
   log->info("unidesk-server {} ({}) running roles: {}", UNIDESK_VERSION, UNIDESK_GIT_COMMIT,
             args.Get("roles").value_or("all"));
   int sig = 0;
   sigwait(&signals, &sig);
   log->info("signal {} received; stopping", sig);
   if (provider_ingress) provider_ingress->Stop();
+  scheduler.Stop();
   monitor.Stop();
   projector.Stop();
   store.Stop();

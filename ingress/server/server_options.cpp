@@ -9,7 +9,7 @@ namespace unidesk::ingress {
 const std::set<std::string> kServerOptionFlags = {
     "public",        "ready-file",     "heartbeat-interval", "idle-timeout",
     "suspect-after", "offline-after",  "dormant-after",      "grace",
-    "monitor-tick",  "messages-per-s", "accepts-per-s"};
+    "monitor-tick",  "messages-per-s", "accepts-per-s",      "schedule-interval"};
 
 const char* const kServerOptionsUsage =
     "ingress and monitor options (durations: 250ms, 15s, 2m, 1h, 7d):\n"
@@ -23,6 +23,7 @@ const char* const kServerOptionsUsage =
     "  --monitor-tick D          how often the monitor evaluates (1s)\n"
     "  --messages-per-s N        per-session message rate limit (50, burst 4x)\n"
     "  --accepts-per-s N         new sessions a second before 503 + Retry-After (500)\n"
+    "  --schedule-interval D     between scheduling passes (100ms)\n"
     "  --ready-file PATH         write the bound ingress port there once listening\n";
 
 core::Result<ServerOptions, std::string> ParseServerOptions(const Args& args) {
@@ -60,6 +61,7 @@ core::Result<ServerOptions, std::string> ParseServerOptions(const Args& args) {
            {"monitor-tick", &l.tick}}) {
     if (auto err = duration(flag, *target)) return *err;
   }
+  if (auto err = duration("schedule-interval", o.scheduler.interval)) return *err;
   o.ingress.heartbeat_interval = l.heartbeat_interval;
   o.ingress.idle_timeout = 2 * l.heartbeat_interval;
   if (auto err = duration("idle-timeout", o.ingress.idle_timeout)) return *err;

@@ -1,10 +1,11 @@
 #pragma once
-// The flags of `unidesk-server` that tune the ingress and the monitor.
+// The flags of `unidesk-server` that tune the ingress, the monitor and the scheduler.
 
 #include <optional>
 #include <string>
 
 #include "handlers/liveness_rules.h"
+#include "handlers/scheduler.h"
 #include "ingress/cli/args.h"
 #include "ingress/provider_ingress/settings.h"
 
@@ -13,6 +14,7 @@ namespace unidesk::ingress {
 struct ServerOptions {
   IngressSettings ingress;
   handlers::LivenessSettings liveness;
+  handlers::SchedulerSettings scheduler;
   std::optional<std::string> ready_file;  // gets "PORT\n" once the ingress listens
 };
 

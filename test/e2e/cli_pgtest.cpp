@@ -305,9 +305,9 @@ TEST_CASE("projections status: never started, then checkpoint and lag after the 
   Outcome never_json = Cli(db.conninfo(), "projections status --json");
   CHECK(never_json.code == 0);
   {
-    // One line per projector (audit, nodes).
+    // One line per projector (audit, nodes, tasks).
     auto json_lines = Lines(never_json.out);
-    REQUIRE(json_lines.size() == 2);
+    REQUIRE(json_lines.size() == 3);
     rapidjson::Document d;
     d.Parse(json_lines[0].c_str());
     REQUIRE_MESSAGE(d.IsObject(), never_json.out);
@@ -342,7 +342,7 @@ TEST_CASE("projections status: never started, then checkpoint and lag after the 
 
   Outcome json = Cli(db.conninfo(), "projections status --json");
   CHECK(json.code == 0);
-  REQUIRE(Lines(json.out).size() == 2);  // audit, nodes
+  REQUIRE(Lines(json.out).size() == 3);  // audit, nodes, tasks
   rapidjson::Document d;
   d.Parse(Lines(json.out)[0].c_str());
   REQUIRE_MESSAGE(d.IsObject(), json.out);

@@ -198,8 +198,11 @@ TEST_CASE("a second agent with the same token supersedes the first; reports surv
   REQUIRE(WaitUntil([&] { return Contains(ReadFile(log1), "resources changed"); }, 10s));
   REQUIRE(StopChild(*first, SIGTERM) == 0);
   auto& server2 = server;
+  std::string log2 = TempPath("twin2.log");
   auto second = StartProvider(server.port, "twin", token,
-                              {"--resources-file", resources, "--rescan", "100ms"}, "", data);
+                              {"--resources-file", resources, "--rescan", "100ms"}, log2, data);
+  // The second must hold the session before the third dials: else the third is superseded.
+  REQUIRE(WaitUntil([&] { return Contains(ReadFile(log2), "joined as twin"); }, 15s));
   REQUIRE(WaitUntil(
       [&] { return CountEvents(db.conninfo(), "type = 'node.resources_changed'") == 1; }, 15s));
   REQUIRE(WaitUntil(

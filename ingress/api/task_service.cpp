@@ -1,0 +1,150 @@
+#include "ingress/api/task_service.h"
+
+#include <pqxx/pqxx>
+
+#include "core/ids.h"
+#include "core/json.h"
+#include "core/pg.h"
+
+namespace unidesk::ingress::api {
+
+namespace {
+
+TaskError Err(TaskErrorCode c, std::string message, std::string field = "") {
+  return TaskError{c, std::move(field), std::move(message)};
+}
+
+TaskError FromAppend(const core::TypedError<core::AppendError>& e) {
+  switch (e.code) {
+    case core::AppendError::kIdempotencyMismatch:
+      return Err(TaskErrorCode::kIdempotencyConflict,
+                 "this Idempotency-Key was used for a different submission");
+    case core::AppendError::kUnavailable:
+    case core::AppendError::kStopped:
+    case core::AppendError::kCommitUnknown:
+      return Err(TaskErrorCode::kUnavailable, e.message);
+    case core::AppendError::kEventTooLarge:
+      return Err(TaskErrorCode::kInvalid, "the submission is too large: " + e.message);
+    default:
+      return Err(TaskErrorCode::kConflict,
+                 std::string(core::AppendErrorName(e.code)) + ": " + e.message);
+  }
+}
+
+const char* const kEnded[] = {"task.cancelled", "task.succeeded", "task.failed", "task.timed_out"};
+
+}  // namespace
+
+const char* TaskErrorName(TaskErrorCode c) {
+  switch (c) {
+    case TaskErrorCode::kInvalid:
+      return "invalid";
+    case TaskErrorCode::kIdempotencyConflict:
+      return "idempotency_conflict";
+    case TaskErrorCode::kNotFound:
+      return "not_found";
+    case TaskErrorCode::kConflict:
+      return "conflict";
+    case TaskErrorCode::kUnavailable:
+      return "unavailable";
+  }
+  return "unknown";
+}
+
+std::string TaskIdFor(const std::string& actor, const std::string& idempotency_key) {
+  std::string h = core::Sha256Hex(actor + '\n' + idempotency_key);
+  // RFC 4122 layout: version 5 (name-based, SHA), variant 10.
+  h[12] = '5';
+  h[16] = "89ab"[std::stoi(h.substr(16, 1), nullptr, 16) & 3];
+  return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + h.substr(16, 4) +
+         "-" + h.substr(20, 12);
+}
+
+bool IsTaskId(const std::string& id) {
+  if (id.size() != 36) return false;
+  for (std::size_t i = 0; i < id.size(); ++i) {
+    bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? id[i] != '-' : !std::isxdigit(static_cast<unsigned char>(id[i]))) return false;
+  }
+  return true;
+}
+
+core::Result<Submitted, TaskError> SubmitTask(core::EventStore& store,
+                                              const core::TaskLimits& limits,
+                                              const SubmitRequest& request) {
+  auto spec = core::ParseTaskSpec(request.body_json, limits);
+  if (!spec.ok()) {
+    return Err(TaskErrorCode::kInvalid, spec.error().message, spec.error().field);
+  }
+  if (request.idempotency_key.size() > 255) {
+    return Err(TaskErrorCode::kInvalid, "at most 255 characters", "Idempotency-Key");
+  }
+  std::string key = request.idempotency_key.empty() ? core::NewUuid() : request.idempotency_key;
+  Submitted out;
+  out.task_id = TaskIdFor(request.actor, key);
+  out.spec = spec.value();
+  core::NewEvent e;
+  e.type = "task.submitted";
+  e.data_json = core::JsonObject()
+                    .Str("task", out.task_id)
+                    .Raw("spec", core::ToJson(out.spec))
+                    .Str("submitted_by", request.actor)
+                    .Done();
+  e.metadata = {request.actor, out.task_id, "", request.source};
+  auto r = store.Append({"task-" + out.task_id,
+                         core::ExpectedVersion::NoStream(),
+                         {e},
+                         "task.submit/" + out.task_id});
+  if (!r.ok()) return FromAppend(r.error());
+  out.repeated = r.value().repeated;
+  return out;
+}
+
+core::Result<CancelOutcome, TaskError> CancelTask(const std::string& conninfo,
+                                                  core::EventStore& store,
+                                                  const std::string& task_id,
+                                                  const std::string& reason,
+                                                  const std::string& actor) {
+  if (!IsTaskId(task_id)) {
+    return Err(TaskErrorCode::kInvalid, "'" + task_id + "' is not a task id (a UUID)", "task");
+  }
+  if (reason.size() > 1000) return Err(TaskErrorCode::kInvalid, "at most 1000 bytes", "reason");
+  try {
+    auto conn = core::Connect(conninfo);
+    pqxx::work tx(*conn);
+    std::string stream = "task-" + task_id;
+    // Under the stream's lock nothing can be appended between this read and the append.
+    core::LockStreamForAppend(tx, stream);
+    auto r = tx.exec_params(
+        "SELECT type, stream_version FROM events WHERE stream_id = $1 ORDER BY stream_version",
+        stream);
+    if (r.empty()) return Err(TaskErrorCode::kNotFound, "no task " + task_id);
+    std::int64_t version = r[r.size() - 1][1].as<std::int64_t>();
+    bool requested = false;
+    for (const auto& row : r) {
+      std::string type = row[0].c_str();
+      for (const char* ended : kEnded) {
+        if (type == ended) {
+          return Err(TaskErrorCode::kConflict,
+                     "task " + task_id + " has ended (" + type.substr(5) + ")");
+        }
+      }
+      requested = requested || type == "task.cancel_requested";
+    }
+    if (requested) return CancelOutcome{"cancelling", true};
+    core::NewEvent e;
+    e.type = "task.cancel_requested";
+    e.data_json = core::JsonObject().Str("task", task_id).Str("reason", reason).Done();
+    e.metadata = {actor, task_id, "", "cli"};
+    auto a = store.AppendInTransaction(
+        tx, {stream, core::ExpectedVersion::Exactly(version), {e}, std::nullopt});
+    if (!a.ok()) return FromAppend(a.error());
+    tx.commit();
+    store.NotifyCommitted();
+    return CancelOutcome{"cancelling", false};
+  } catch (const pqxx::broken_connection& e) {
+    return Err(TaskErrorCode::kUnavailable, std::string("Postgres unavailable: ") + e.what());
+  }
+}
+
+}  // namespace unidesk::ingress::api

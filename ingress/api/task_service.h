@@ -1,0 +1,62 @@
+#pragma once
+// Task commands of the core API: submit and cancel. Each is one event appended under the
+// task stream's rules; the CLI calls these now, the REST routes (/api/v1/tasks) will too.
+
+#include <string>
+
+#include "core/event_store.h"
+#include "core/result.h"
+#include "core/task_spec.h"
+
+namespace unidesk::ingress::api {
+
+enum class TaskErrorCode {
+  kInvalid,              // a field is wrong (400); `field` names it
+  kIdempotencyConflict,  // the key was used for a different submission (409)
+  kNotFound,             // no such task (404)
+  kConflict,             // the task's state does not allow it (409)
+  kUnavailable,          // Postgres is down or the store stopped (503)
+};
+struct TaskError {
+  TaskErrorCode code;
+  std::string field;
+  std::string message;
+};
+/// A short stable name: "invalid", "idempotency_conflict", "not_found", "conflict", "unavailable".
+const char* TaskErrorName(TaskErrorCode c);
+
+struct SubmitRequest {
+  std::string body_json;        // the submission (core/task_spec.h)
+  std::string idempotency_key;  // empty: a fresh one (no repeat protection)
+  std::string actor;            // "cli:alice", "user:alice"
+  std::string source;           // "cli", "server/api"
+};
+struct Submitted {
+  std::string task_id;
+  bool repeated = false;  // the key was seen with the same submission: nothing new written
+  core::TaskSpec spec;
+};
+
+/// The task id a key maps to for an actor: a UUID made from SHA-256(actor, key).
+std::string TaskIdFor(const std::string& actor, const std::string& idempotency_key);
+
+core::Result<Submitted, TaskError> SubmitTask(core::EventStore& store,
+                                              const core::TaskLimits& limits,
+                                              const SubmitRequest& request);
+
+struct CancelOutcome {
+  std::string state;  // "cancelling" (requested now or before)
+  bool already = false;
+};
+/// Records task.cancel_requested unless the task has ended. The scheduler ends a task that was
+/// not placed yet; a placed one is stopped by its node.
+core::Result<CancelOutcome, TaskError> CancelTask(const std::string& conninfo,
+                                                  core::EventStore& store,
+                                                  const std::string& task_id,
+                                                  const std::string& reason,
+                                                  const std::string& actor);
+
+/// True for a task id in canonical UUID form.
+bool IsTaskId(const std::string& id);
+
+}  // namespace unidesk::ingress::api
