@@ -10,6 +10,7 @@
 #include "core/ids.h"
 #include "core/json.h"
 #include "core/pg.h"
+#include "ingress/api/task_queries.h"
 #include "ingress/api/task_service.h"
 #include "ingress/cli/commands.h"
 
@@ -139,37 +140,6 @@ core::Result<std::string, Problem> ResolveTask(pqxx::transaction_base& tx, const
   return std::string(r[0][0].c_str());
 }
 
-const char* kTaskColumns =
-    "t.id::text, t.name, t.state, t.priority, coalesce(t.node, ''), t.attempt, "
-    "coalesce(t.waiting_reason, ''), coalesce(t.spec::text, '{}'), coalesce(t.submitted_by, ''), "
-    "coalesce(to_char(t.submitted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''), "
-    "coalesce(to_char(t.assigned_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''), "
-    "coalesce(to_char(t.finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''), "
-    "coalesce(t.cancel_reason, ''), coalesce(t.gpu_indices::text, '[]'), "
-    "coalesce(t.queued_ms, -1), t.version, "
-    "coalesce(extract(epoch FROM now() - t.submitted_at)::float8, 0)";
-
-std::string TaskJson(const pqxx::row& r) {
-  return core::JsonObject()
-      .Str("id", r[0].c_str())
-      .Str("name", r[1].c_str())
-      .Str("state", r[2].c_str())
-      .Int("priority", r[3].as<int>())
-      .Str("node", r[4].c_str())
-      .Int("attempt", r[5].as<int>())
-      .Str("waiting_reason", r[6].c_str())
-      .Raw("spec", r[7].c_str())
-      .Str("submitted_by", r[8].c_str())
-      .Str("submitted_at", r[9].c_str())
-      .Str("assigned_at", r[10].c_str())
-      .Str("finished_at", r[11].c_str())
-      .Str("cancel_reason", r[12].c_str())
-      .Raw("gpu_indices", r[13].c_str())
-      .Int("queued_ms", r[14].as<std::int64_t>())
-      .Int("version", r[15].as<std::int64_t>())
-      .Done();
-}
-
 std::string Age(double s) {
   char buf[32];
   if (s < 120) {
@@ -243,7 +213,7 @@ int RunTasksList(const CliContext& ctx, const Args& args) {
     auto conn = core::Connect(ctx.conninfo);
     pqxx::read_transaction tx(*conn);
     std::string state = args.Get("state").value_or("");
-    auto rows = tx.exec_params(std::string("SELECT ") + kTaskColumns +
+    auto rows = tx.exec_params(std::string("SELECT ") + api::kTaskColumns +
                                    " FROM tasks t WHERE ($1 = '' OR t.state = $1) "
                                    "ORDER BY t.submitted_at DESC NULLS LAST, t.id LIMIT $2",
                                state, limit);
@@ -253,7 +223,7 @@ int RunTasksList(const CliContext& ctx, const Args& args) {
     }
     for (const auto& r : rows) {
       if (json) {
-        std::printf("%s\n", TaskJson(r).c_str());
+        std::printf("%s\n", api::TaskJson(r).c_str());
         continue;
       }
       std::printf("%-10s %-20.20s %-10s %5s %-14.14s %-5s %s\n",
@@ -276,11 +246,12 @@ int RunTasksShow(const CliContext& ctx, const Args& args) {
     auto id = ResolveTask(tx, args.positional.at(2));
     if (!id.ok()) return Fail(id.error().message);
     auto rows = tx.exec_params(
-        std::string("SELECT ") + kTaskColumns + " FROM tasks t WHERE t.id = $1::uuid", id.value());
+        std::string("SELECT ") + api::kTaskColumns + " FROM tasks t WHERE t.id = $1::uuid",
+        id.value());
     if (rows.empty()) return Fail("no task " + id.value() + " (`unidesk tasks list`)");
     const auto& r = rows[0];
     if (args.Has("json")) {
-      std::printf("%s\n", TaskJson(r).c_str());
+      std::printf("%s\n", api::TaskJson(r).c_str());
       return 0;
     }
     core::JsonReader spec(r[7].c_str());

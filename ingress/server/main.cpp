@@ -34,12 +34,14 @@ constexpr const char* kUsage =
     "  ingress     the public WebSocket endpoint providers dial (/v1/provider)\n"
     "  monitor     the liveness rule: suspect, offline, online, dormant\n"
     "  scheduler   places queued tasks on online nodes that fit (any number of copies)\n"
-    "Planned: gateway, api.\n"
+    "  api         the core REST API (/api/v1/tasks), on an internal address\n"
+    "Planned: gateway.\n"
     "The database comes from --db, else $UNIDESK_DB, else " UNIDESK_DEFAULT_DB
     ".\n"
     "It refuses to start when the database schema is not exactly this build's.\n\n";
 
-const std::set<std::string> kAvailableRoles = {"projector", "ingress", "monitor", "scheduler"};
+const std::set<std::string> kAvailableRoles = {"projector", "ingress", "monitor", "scheduler",
+                                               "api"};
 
 /// Thousands of sessions need thousands of descriptors: take what the hard limit allows.
 void RaiseFileLimit() {
@@ -56,7 +58,8 @@ int main(int argc, char** argv) {
   using namespace unidesk;
   std::set<std::string> valued = ingress::kServerOptionFlags;
   valued.insert({"db", "roles"});
-  auto parsed = ingress::ParseArgs(argc, argv, 1, valued, {"help", "version", "json"});
+  auto parsed =
+      ingress::ParseArgs(argc, argv, 1, valued, {"help", "version", "json", "allow-file-urls"});
   if (!parsed.ok()) return ingress::Fail(parsed.error() + "\n" + kUsage, 2);
   const ingress::Args& args = parsed.value();
   if (args.Has("help")) {
@@ -144,11 +147,35 @@ int main(int argc, char** argv) {
   handlers::Scheduler scheduler(conninfo, options.value().scheduler, store,
                                 core::MakeLogger("scheduler"));
   if (roles.count("scheduler")) scheduler.Start();
+  core::TaskLimits limits;
+  limits.allow_file_urls = options.value().allow_file_urls;
+  std::unique_ptr<ingress::api::ApiServer> api_server;
+  if (roles.count("api")) {
+    api_server = std::make_unique<ingress::api::ApiServer>(
+        options.value().api, ingress::api::ApiDeps{conninfo, store, limits},
+        core::MakeLogger("api"));
+    try {
+      api_server->Start();
+    } catch (const std::exception& e) {
+      if (provider_ingress) provider_ingress->Stop();
+      scheduler.Stop();
+      monitor.Stop();
+      projector.Stop();
+      return ingress::Fail("cannot listen on " + options.value().api.address + ":" +
+                               std::to_string(options.value().api.port) + " (--api): " + e.what(),
+                           1);
+    }
+    if (auto f = options.value().api_ready_file) {
+      std::ofstream(*f + ".tmp") << api_server->port() << "\n";
+      std::rename((*f + ".tmp").c_str(), f->c_str());
+    }
+  }
   log->info("unidesk-server {} ({}) running roles: {}", UNIDESK_VERSION, UNIDESK_GIT_COMMIT,
             args.Get("roles").value_or("all"));
   int sig = 0;
   sigwait(&signals, &sig);
   log->info("signal {} received; stopping", sig);
+  if (api_server) api_server->Stop();
   if (provider_ingress) provider_ingress->Stop();
   scheduler.Stop();
   monitor.Stop();

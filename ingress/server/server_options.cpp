@@ -9,7 +9,8 @@ namespace unidesk::ingress {
 const std::set<std::string> kServerOptionFlags = {
     "public",        "ready-file",     "heartbeat-interval", "idle-timeout",
     "suspect-after", "offline-after",  "dormant-after",      "grace",
-    "monitor-tick",  "messages-per-s", "accepts-per-s",      "schedule-interval"};
+    "monitor-tick",  "messages-per-s", "accepts-per-s",      "schedule-interval",
+    "api",           "api-ready-file"};
 
 const char* const kServerOptionsUsage =
     "ingress and monitor options (durations: 250ms, 15s, 2m, 1h, 7d):\n"
@@ -24,6 +25,9 @@ const char* const kServerOptionsUsage =
     "  --messages-per-s N        per-session message rate limit (50, burst 4x)\n"
     "  --accepts-per-s N         new sessions a second before 503 + Retry-After (500)\n"
     "  --schedule-interval D     between scheduling passes (100ms)\n"
+    "  --api HOST:PORT           the core API's listener, internal only (127.0.0.1:8471)\n"
+    "  --api-ready-file PATH     write the bound API port there once listening\n"
+    "  --allow-file-urls         tasks may use file:// repositories (single machine, tests)\n"
     "  --ready-file PATH         write the bound ingress port there once listening\n";
 
 core::Result<ServerOptions, std::string> ParseServerOptions(const Args& args) {
@@ -38,18 +42,26 @@ core::Result<ServerOptions, std::string> ParseServerOptions(const Args& args) {
     }
     return std::nullopt;
   };
-  if (auto pub = args.Get("public")) {
-    auto colon = pub->rfind(':');
-    if (colon == std::string::npos) return std::string("--public: expected HOST:PORT");
-    o.ingress.address = pub->substr(0, colon);
+  auto host_port = [&](const char* flag, std::string& host,
+                       unsigned short& port) -> std::optional<std::string> {
+    auto v = args.Get(flag);
+    if (!v) return std::nullopt;
+    auto colon = v->rfind(':');
+    if (colon == std::string::npos) return std::string("--") + flag + ": expected HOST:PORT";
+    host = v->substr(0, colon);
     try {
-      int port = std::stoi(pub->substr(colon + 1));
-      if (port < 0 || port > 65535) throw std::out_of_range("port");
-      o.ingress.port = static_cast<unsigned short>(port);
+      int p = std::stoi(v->substr(colon + 1));
+      if (p < 0 || p > 65535) throw std::out_of_range("port");
+      port = static_cast<unsigned short>(p);
     } catch (const std::exception&) {
-      return std::string("--public: '" + pub->substr(colon + 1) + "' is not a port");
+      return std::string("--") + flag + ": '" + v->substr(colon + 1) + "' is not a port";
     }
-  }
+    return std::nullopt;
+  };
+  if (auto err = host_port("public", o.ingress.address, o.ingress.port)) return *err;
+  if (auto err = host_port("api", o.api.address, o.api.port)) return *err;
+  o.allow_file_urls = args.Has("allow-file-urls");
+  o.api_ready_file = args.Get("api-ready-file");
   auto& l = o.liveness;
   for (auto [flag, target] :
        std::initializer_list<std::pair<const char*, std::chrono::milliseconds*>>{

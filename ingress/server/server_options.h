@@ -6,6 +6,7 @@
 
 #include "handlers/liveness_rules.h"
 #include "handlers/scheduler.h"
+#include "ingress/api/api_server.h"
 #include "ingress/cli/args.h"
 #include "ingress/provider_ingress/settings.h"
 
@@ -15,7 +16,10 @@ struct ServerOptions {
   IngressSettings ingress;
   handlers::LivenessSettings liveness;
   handlers::SchedulerSettings scheduler;
-  std::optional<std::string> ready_file;  // gets "PORT\n" once the ingress listens
+  api::ApiSettings api;
+  bool allow_file_urls = false;               // tasks may name file:// repositories
+  std::optional<std::string> api_ready_file;  // gets "PORT\n" once the API listens
+  std::optional<std::string> ready_file;      // gets "PORT\n" once the ingress listens
 };
 
 /// The valued flags ParseServerOptions reads.

@@ -32,8 +32,8 @@ inline Server StartNodeServer(const std::string& conninfo, std::vector<std::stri
   s.log = TempPath("server.log");
   std::string ready = TempPath("ready");
   std::vector<std::string> argv = {
-      ServerBinary(), "--db", conninfo, "--public", "127.0.0.1:" + std::to_string(port),
-      "--ready-file", ready};
+      ServerBinary(), "--db", conninfo, "--public",   "127.0.0.1:" + std::to_string(port),
+      "--ready-file", ready,  "--api",  "127.0.0.1:0"};
   argv.insert(argv.end(), extra.begin(), extra.end());
   s.process =
       std::make_unique<ChildProcess>(argv, std::vector<std::string>{"UNIDESK_LOG=info"}, s.log);

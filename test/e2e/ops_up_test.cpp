@@ -27,7 +27,7 @@ Up StartUp(const std::string& var) {
   up.process = std::make_unique<ChildProcess>(
       std::vector<std::string>{"/bin/bash", std::string(UNIDESK_SOURCE_DIR) + "/ops/up",
                                "--no-build", "--var", var, "--pg-port", "0", "--public",
-                               "127.0.0.1:0"},
+                               "127.0.0.1:0", "--api", "127.0.0.1:0"},
       std::vector<std::string>{"UNIDESK_BUILD_DIR=" + BuildDir()}, up.log);
   return up;
 }
@@ -79,6 +79,26 @@ TEST_CASE("ops/up runs the platform with a local node online, and Ctrl-C stops i
       CHECK_FALSE(Contains(ReadFile(var + f), token));
     }
     CHECK_FALSE(Contains(log, token));
+
+    // The core API it prints takes a task, and the scheduler says why it waits or places it.
+    CHECK(Contains(log, "core API:   http://127.0.0.1:"));
+    std::string api = "http://127.0.0.1:" + Lines(ReadFile(var + "/api.ready")).at(0);
+    std::string commit(40, 'a');
+    std::string body = R"({"code_repo_url":"https://g.example/a.git","code_commit_id":")" + commit +
+                       R"(","env_repo_url":"https://g.example/e.git","env_commit_id":")" + commit +
+                       R"(","command":["true"]})";
+    std::string answer;
+    CHECK(Shell("curl -sf -X POST -H 'Content-Type: application/json' --data " + Quote(body) + " " +
+                    api + "/api/v1/tasks",
+                &answer) == 0);
+    std::string task = unidesk::core::JsonReader(answer).Str("task").value_or("");
+    REQUIRE(task.size() == 36);
+    CHECK(WaitUntil(
+        [&] {
+          return Contains(Cli(conninfo, "tasks show " + task).out, "waiting: ") ||
+                 Contains(Cli(conninfo, "tasks show " + task).out, "assigned to local");
+        },
+        std::chrono::seconds(10)));
 
     CHECK(StopChild(*up.process, SIGTERM, std::chrono::seconds(30)) == 143);  // 128 + SIGTERM
     CHECK(Contains(ReadFile(up.log), "ops/up: stopped"));

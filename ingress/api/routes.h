@@ -1,0 +1,49 @@
+#pragma once
+// The core API's routes, apart from the sockets: a request in, a status and a JSON body out.
+// Runs on the API's worker threads (it blocks on Postgres).
+//
+//   POST /api/v1/tasks                submit (Idempotency-Key header)   201, or 200 on a repeat
+//   GET  /api/v1/tasks[?state=&limit=] newest first                      200 {"tasks":[...]}
+//   GET  /api/v1/tasks/{id}            one task                          200, 404
+//   POST /api/v1/tasks/{id}/cancel     {"reason": "..."} (optional)      202, 404, 409
+//   GET  /healthz, /readyz             process up; Postgres answers      200, 503
+// Errors: {"error": code, "field": f, "message": m} (docs/api.md).
+
+#include <map>
+#include <string>
+
+#include "core/event_store.h"
+#include "core/task_spec.h"
+
+namespace unidesk::ingress::api {
+
+struct ApiRequest {
+  std::string method;  // "GET", "POST"
+  std::string target;  // path and query
+  std::string body;
+  std::string idempotency_key;
+  std::string actor;  // from the UniDesk-Actor header ("" = anonymous)
+};
+
+struct ApiResponse {
+  unsigned status = 200;
+  std::string body;  // JSON
+  int retry_after_s = 0;
+};
+
+struct ApiDeps {
+  std::string conninfo;
+  core::EventStore& store;
+  core::TaskLimits limits;
+};
+
+ApiResponse HandleApiRequest(const ApiRequest& request, ApiDeps& deps);
+
+/// "/a/b?x=1&y=2" -> path "/a/b", query {x: "1", y: "2"} (percent-decoded).
+struct Target {
+  std::string path;
+  std::map<std::string, std::string> query;
+};
+Target ParseTarget(const std::string& target);
+
+}  // namespace unidesk::ingress::api

@@ -1,0 +1,185 @@
+// The core API over real HTTP (curl against a real unidesk-server): submit with an
+// Idempotency-Key, refusals naming the field, read, list, cancel; and Postgres down answered
+// with 503 and Retry-After, never a hidden success.
+
+#include <doctest/doctest.h>
+
+#include <csignal>
+#include <fstream>
+
+#include "core/json.h"
+#include "test/e2e/node_support.h"
+
+using namespace unidesk;
+using namespace unidesk::test;
+using namespace unidesk::test::e2e;
+
+namespace {
+
+const std::string kCommit = "0123456789abcdef0123456789abcdef01234567";
+
+std::string Task(const std::string& extra = "") {
+  return R"({"code_repo_url":"https://git.example.com/lab/code.git","code_commit_id":")" + kCommit +
+         R"(","env_repo_url":"https://git.example.com/lab/env.git","env_commit_id":")" + kCommit +
+         R"(","command":["python","train.py"])" + (extra.empty() ? "" : "," + extra) + "}";
+}
+
+struct Http {
+  int status = 0;
+  std::string body;
+  std::string headers;
+};
+
+/// One request with curl; `body_file` instead of `body` for large bodies.
+Http Call(int port, const std::string& method, const std::string& path,
+          const std::string& body = "", const std::string& extra_headers = "") {
+  std::string headers_file = TempPath("headers");
+  std::string body_file = TempPath("body");
+  std::string cmd = "curl -s -o " + Quote(body_file) + " -D " + Quote(headers_file) +
+                    " -w '%{http_code}' -X " + method + " " + extra_headers +
+                    " -H 'Content-Type: application/json' -H 'UniDesk-Actor: user:alice' ";
+  if (!body.empty()) {
+    std::string in = TempPath("in");
+    std::ofstream(in) << body;
+    cmd += "--data-binary @" + Quote(in) + " ";
+  }
+  cmd += Quote("http://127.0.0.1:" + std::to_string(port) + path);
+  Http h;
+  std::string code;
+  Shell(cmd, &code);
+  h.status = std::atoi(code.c_str());
+  h.body = ReadFile(body_file);
+  h.headers = ReadFile(headers_file);
+  return h;
+}
+
+struct ApiServer {
+  Server server;
+  int api_port = 0;
+};
+
+ApiServer StartApi(const std::string& conninfo) {
+  std::string ready = TempPath("api-ready");
+  ApiServer a;
+  a.server = StartNodeServer(conninfo, {"--api-ready-file", ready});
+  WaitUntil([&] { return !ReadFile(ready).empty(); }, std::chrono::seconds(10));
+  a.api_port = std::atoi(ReadFile(ready).c_str());
+  return a;
+}
+
+std::string Field(const std::string& json, const char* key) {
+  return core::JsonReader(json).Str(key).value_or("");
+}
+
+}  // namespace
+
+TEST_CASE("POST /api/v1/tasks: created, repeated with the same key, refused naming the field") {
+  TestDatabase db;
+  ApiServer api = StartApi(db.conninfo());
+  REQUIRE(api.api_port > 0);
+
+  Http created = Call(api.api_port, "POST", "/api/v1/tasks", Task(R"("name":"first")"),
+                      "-H 'Idempotency-Key: k-1'");
+  REQUIRE_MESSAGE(created.status == 201, created.body);
+  std::string id = Field(created.body, "task");
+  CHECK(id.size() == 36);
+  CHECK(Contains(created.headers, "application/json"));
+  // The actor header is who submitted (audit).
+  CHECK(Text(db.conninfo(), "SELECT metadata->>'actor' FROM events WHERE stream_id = 'task-" + id +
+                                "'") == "user:alice");
+
+  Http again = Call(api.api_port, "POST", "/api/v1/tasks", Task(R"("name":"first")"),
+                    "-H 'Idempotency-Key: k-1'");
+  CHECK(again.status == 200);
+  CHECK(Field(again.body, "task") == id);
+  CHECK(Contains(again.body, "\"repeated\":true"));
+  Http other = Call(api.api_port, "POST", "/api/v1/tasks", Task(R"("name":"second")"),
+                    "-H 'Idempotency-Key: k-1'");
+  CHECK(other.status == 409);
+  CHECK(Field(other.body, "error") == "idempotency_conflict");
+  CHECK(CountEvents(db.conninfo(), "type = 'task.submitted'") == 1);
+
+  struct Bad {
+    std::string body;
+    unsigned status;
+    std::string field;
+  };
+  for (const Bad& b : std::vector<Bad>{
+           {"{not json", 400, ""},
+           {"[]", 400, ""},
+           {Task(R"("colour":"red")"), 400, "colour"},
+           {Task(R"("resources":{"gpus":-2})"), 400, "resources.gpus"},
+           {Task(R"("dockerfile_path":"/etc/passwd")"), 400, "dockerfile_path"},
+           {Task().replace(Task().find(kCommit), 40, "main"), 400, "code_commit_id"},
+           {Task().replace(Task().find("https://git"), 8, "file:///"), 400, "code_repo_url"},
+           {"{\"name\":\"" + std::string(300 * 1024, 'x') + "\"}", 413, ""},
+       }) {
+    CAPTURE(b.body.substr(0, 80));
+    Http h = Call(api.api_port, "POST", "/api/v1/tasks", b.body);
+    CHECK(h.status == b.status);
+    CHECK(Field(h.body, "field") == b.field);
+    CHECK_FALSE(Field(h.body, "message").empty());
+  }
+  Http long_key = Call(api.api_port, "POST", "/api/v1/tasks", Task(),
+                       "-H 'Idempotency-Key: " + std::string(300, 'k') + "'");
+  CHECK(long_key.status == 400);
+  CHECK(Field(long_key.body, "field") == "Idempotency-Key");
+  CHECK(CountEvents(db.conninfo(), "type = 'task.submitted'") == 1);  // nothing else written
+
+  // Read it back (the projection catches up), list it, cancel it (no node: still queued).
+  REQUIRE(WaitUntil([&] { return Call(api.api_port, "GET", "/api/v1/tasks/" + id).status == 200; },
+                    std::chrono::seconds(10)));
+  Http got = Call(api.api_port, "GET", "/api/v1/tasks/" + id);
+  CHECK(Field(got.body, "name") == "first");
+  CHECK(Field(got.body, "submitted_by") == "user:alice");
+  Http list = Call(api.api_port, "GET", "/api/v1/tasks?state=queued&limit=10");
+  CHECK(list.status == 200);
+  CHECK(Contains(list.body, id));
+  CHECK(Call(api.api_port, "GET", "/api/v1/tasks?limit=0").status == 400);
+  CHECK(Call(api.api_port, "GET", "/api/v1/tasks/00000000-0000-0000-0000-000000000000").status ==
+        404);
+  CHECK(Call(api.api_port, "GET", "/api/v1/tasks/..%2F..%2Fetc").status == 404);
+  CHECK(Call(api.api_port, "GET", "/api/v1/nothing").status == 404);
+  CHECK(Call(api.api_port, "DELETE", "/api/v1/tasks").status == 405);
+
+  Http cancel =
+      Call(api.api_port, "POST", "/api/v1/tasks/" + id + "/cancel", R"({"reason":"wrong data"})");
+  CHECK(cancel.status == 202);
+  REQUIRE(WaitUntil(
+      [&] {
+        return Field(Call(api.api_port, "GET", "/api/v1/tasks/" + id).body, "state") == "cancelled";
+      },
+      std::chrono::seconds(10)));
+  Http late = Call(api.api_port, "POST", "/api/v1/tasks/" + id + "/cancel");
+  CHECK(late.status == 409);
+  CHECK(Field(late.body, "error") == "conflict");
+  CHECK(Call(api.api_port, "GET", "/readyz").status == 200);
+  StopChild(*api.server.process, SIGTERM);
+}
+
+TEST_CASE("Postgres down: the API answers 503 with Retry-After, /readyz says so, then recovers") {
+  PrivateCluster cluster;  // declared first: the database is dropped before it stops
+  TestDatabase db(TestDatabase::Schema::kMigrated, cluster.conninfo());
+  ApiServer api = StartApi(db.conninfo());
+  REQUIRE(api.api_port > 0);
+  REQUIRE(Call(api.api_port, "POST", "/api/v1/tasks", Task()).status == 201);
+  cluster.Stop();
+  Http submit = Call(api.api_port, "POST", "/api/v1/tasks", Task(), "-H 'Idempotency-Key: down-1'");
+  CHECK(submit.status == 503);
+  CHECK(Field(submit.body, "error") == "unavailable");
+  CHECK(Contains(submit.headers, "Retry-After: 5"));
+  Http ready = Call(api.api_port, "GET", "/readyz");
+  CHECK(ready.status == 503);
+  CHECK(Call(api.api_port, "GET", "/healthz").status == 200);  // the process itself is fine
+  cluster.Start();
+  // The same request again, once Postgres is back: accepted, and written once.
+  REQUIRE(WaitUntil(
+      [&] {
+        return Call(api.api_port, "POST", "/api/v1/tasks", Task(), "-H 'Idempotency-Key: down-1'")
+                   .status == 201;
+      },
+      std::chrono::seconds(30), std::chrono::milliseconds(500)));
+  CHECK(CountEvents(db.conninfo(), "type = 'task.submitted'") == 2);
+  CHECK(Call(api.api_port, "GET", "/readyz").status == 200);
+  StopChild(*api.server.process, SIGTERM);
+}
