@@ -5,7 +5,7 @@ UNIDESK_PACKAGES=(
   g++ cmake make pkg-config git ca-certificates
   libpqxx-dev libboost-dev libboost-system-dev rapidjson-dev libgit2-dev libspdlog-dev
   doctest-dev libssl-dev
-  postgresql-15 postgresql-client-15 clang-format procps iproute2 curl docker.io
+  postgresql-15 postgresql-client-15 clang-format procps iproute2 curl docker.io busybox-static
 )
 
 unidesk_install_deps() {

@@ -1,0 +1,91 @@
+#pragma once
+// The Docker Engine API over the local unix socket (Beast HTTP, API version 1.41): what the
+// agent needs to build env images and run tasks. One connection per call; streaming calls
+// (build output, container logs) hand each piece to a callback as it arrives.
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/result.h"
+
+namespace unidesk::provider {
+
+enum class DockerError {
+  kUnreachable,  // no engine at the socket (missing, refused, not answering)
+  kNotFound,     // no such image or container
+  kBuildFailed,  // the Dockerfile failed; the message is Docker's error
+  kStartFailed,  // the container could not start (e.g. the command is not in the image)
+  kCancelled,    // the caller's hook said stop (the connection is dropped: Docker aborts)
+  kApi,          // any other answer the engine gave
+};
+struct DockerFailure {
+  DockerError code;
+  std::string message;
+};
+template <class T>
+using DockerResult = core::Result<T, DockerFailure>;
+
+/// A container to create for a task attempt.
+struct ContainerSpec {
+  std::string image;
+  std::vector<std::string> cmd;
+  std::vector<std::string> env;    // "KEY=VALUE"
+  std::string working_dir;         // e.g. /workspace
+  std::vector<std::string> binds;  // "host-path:container-path[:ro]"
+  std::int64_t nano_cpus = 0;      // 0: no limit
+  std::int64_t memory_bytes = 0;   // 0: no limit
+  std::vector<int> gpu_indices;    // the GPUs the scheduler assigned (nvidia device request)
+  std::map<std::string, std::string> labels;
+};
+
+/// The JSON body of POST /containers/create for `spec` (pure; GPUs become one "nvidia" device
+/// request naming the assigned indices).
+std::string CreateContainerBody(const ContainerSpec& spec);
+
+class DockerClient {
+ public:
+  explicit DockerClient(std::string socket_path) : socket_(std::move(socket_path)) {}
+
+  DockerResult<core::Unit> Ping();
+  /// True when the image (name:tag or id) exists locally.
+  DockerResult<bool> ImageExists(const std::string& ref);
+  /// Builds `context_tar` with `dockerfile` (a path inside the context) as `tag`; every output
+  /// line goes to `on_line`. Returns the image id.
+  DockerResult<std::string> Build(const std::string& context_tar, const std::string& dockerfile,
+                                  const std::string& tag,
+                                  const std::map<std::string, std::string>& labels,
+                                  const std::function<void(const std::string&)>& on_line,
+                                  const std::function<bool()>& cancelled = {});
+  DockerResult<std::string> Create(const ContainerSpec& spec, const std::string& name);
+  DockerResult<core::Unit> Start(const std::string& id);
+  /// Follows stdout and stderr until the container exits (or is stopped).
+  DockerResult<core::Unit> Logs(const std::string& id,
+                                const std::function<void(bool is_stderr, std::string_view)>& out);
+  /// Waits for the exit; returns the exit code.
+  DockerResult<int> Wait(const std::string& id);
+  /// SIGTERM, then SIGKILL after `grace_s`.
+  DockerResult<core::Unit> Stop(const std::string& id, int grace_s);
+  DockerResult<core::Unit> Remove(const std::string& id);
+  /// Ids of the containers (running or not) that carry `label` (key or key=value).
+  DockerResult<std::vector<std::string>> ListByLabel(const std::string& label);
+
+  struct Response {
+    unsigned status = 0;
+    std::string body;
+  };
+
+ private:
+  /// One HTTP exchange; `on_chunk` (when set) gets the body as it arrives instead of `body`.
+  DockerResult<Response> Call(const std::string& method, const std::string& target,
+                              const std::string& body = "",
+                              const std::string& content_type = "application/json",
+                              const std::function<void(std::string_view)>& on_chunk = {},
+                              const std::function<bool()>& cancelled = {});
+  std::string socket_;
+};
+
+}  // namespace unidesk::provider

@@ -1,0 +1,215 @@
+#include "provider/task_runner.h"
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include "core/ids.h"
+#include "provider/docker_client.h"
+#include "provider/git_cache.h"
+#include "provider/tar.h"
+
+namespace unidesk::provider {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::int64_t MsSince(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
+}
+
+RunOutcome Failed(RunOutcome o, FailureClass c, std::string reason) {
+  o.state = c == FailureClass::kCancelled ? "cancelled"
+            : c == FailureClass::kTimeout ? "timed_out"
+                                          : "failed";
+  o.failure = c;
+  o.reason = std::move(reason);
+  return o;
+}
+
+FailureClass FromGit(GitError e) {
+  return e == GitError::kCancelled ? FailureClass::kCancelled : FailureClass::kGit;
+}
+
+FailureClass FromDocker(DockerError e, FailureClass otherwise) {
+  if (e == DockerError::kCancelled) return FailureClass::kCancelled;
+  if (e == DockerError::kUnreachable) return FailureClass::kRuntime;
+  return otherwise;
+}
+
+}  // namespace
+
+const char* FailureClassName(FailureClass c) {
+  switch (c) {
+    case FailureClass::kNone:
+      return "";
+    case FailureClass::kGit:
+      return "git";
+    case FailureClass::kBuild:
+      return "build";
+    case FailureClass::kStart:
+      return "start";
+    case FailureClass::kExit:
+      return "exit";
+    case FailureClass::kTimeout:
+      return "timeout";
+    case FailureClass::kCancelled:
+      return "cancelled";
+    case FailureClass::kRuntime:
+      return "runtime";
+  }
+  return "";
+}
+
+std::string EnvImageTag(const std::string& env_repo_url, const std::string& env_commit_id,
+                        const std::string& dockerfile_path) {
+  std::string h = core::Sha256Hex(env_repo_url + '\n' + env_commit_id + '\n' + dockerfile_path);
+  return "unidesk-env/" + h.substr(0, 24) + ":" + env_commit_id.substr(0, 12);
+}
+
+RunOutcome TaskRunner::Run(const Assignment& a, const RunnerHooks& hooks) {
+  namespace fs = std::filesystem;
+  auto t0 = Clock::now();
+  RunOutcome o;
+  auto phase = [&](const char* p) {
+    if (hooks.on_phase) hooks.on_phase(p);
+  };
+  std::mutex log_mutex;  // the watchdog thread may log beside the log stream
+  auto log = [&](bool err, std::string_view s) {
+    std::lock_guard<std::mutex> lock(log_mutex);
+    if (hooks.on_log) hooks.on_log(err, s);
+  };
+  auto cancelled = [&] { return hooks.cancelled && hooks.cancelled(); };
+  const core::TaskSpec& spec = a.spec;
+  std::string attempt_dir = s_.data_dir + "/work/" + a.task_id + "-" + std::to_string(a.attempt);
+  std::string workspace = attempt_dir + "/workspace";
+  std::error_code ec;
+  fs::remove_all(attempt_dir, ec);
+  fs::create_directories(attempt_dir, ec);
+  if (ec)
+    return Failed(o, FailureClass::kRuntime, "cannot create " + attempt_dir + ": " + ec.message());
+
+  DockerClient docker(s_.docker_socket);
+  if (auto ping = docker.Ping(); !ping.ok()) {
+    return Failed(o, FailureClass::kRuntime, ping.error().message);
+  }
+
+  // 1. The code at its commit.
+  phase("git");
+  GitCache git(s_.data_dir);
+  auto tg = Clock::now();
+  auto code = git.Prepare(spec.code_repo_url, spec.code_commit_id, workspace, cancelled);
+  o.git_ms = MsSince(tg);
+  if (!code.ok()) return Failed(o, FromGit(code.error().code), code.error().message);
+  o.code_fetched = code.value().fetched;
+
+  // 2. The env image: reused by tag, else built from the env repository at its commit.
+  o.image = EnvImageTag(spec.env_repo_url, spec.env_commit_id, spec.dockerfile_path);
+  auto exists = docker.ImageExists(o.image);
+  if (!exists.ok()) return Failed(o, FailureClass::kRuntime, exists.error().message);
+  if (!exists.value()) {
+    phase("build");
+    auto tb = Clock::now();
+    std::string env_dir = attempt_dir + "/env";
+    auto env = git.Prepare(spec.env_repo_url, spec.env_commit_id, env_dir, cancelled);
+    if (!env.ok()) {
+      o.build_ms = MsSince(tb);
+      return Failed(o, FromGit(env.error().code), "env repository: " + env.error().message);
+    }
+    o.env_fetched = env.value().fetched;
+    if (!fs::is_regular_file(env_dir + "/" + spec.dockerfile_path)) {
+      o.build_ms = MsSince(tb);
+      return Failed(o, FailureClass::kBuild,
+                    "no file " + spec.dockerfile_path + " in " + spec.env_repo_url + " at " +
+                        spec.env_commit_id);
+    }
+    auto context = TarDirectory(env_dir);
+    if (!context.ok()) return Failed(o, FailureClass::kBuild, context.error().message);
+    auto built = docker.Build(
+        context.value(), spec.dockerfile_path, o.image,
+        {{"unidesk.env_repo", spec.env_repo_url},
+         {"unidesk.env_commit", spec.env_commit_id},
+         {"unidesk.dockerfile", spec.dockerfile_path}},
+        [&](const std::string& line) { log(false, "[build] " + line + "\n"); }, cancelled);
+    o.build_ms = MsSince(tb);
+    fs::remove_all(env_dir, ec);
+    if (!built.ok()) {
+      return Failed(o, FromDocker(built.error().code, FailureClass::kBuild),
+                    "env image build failed: " + built.error().message);
+    }
+    o.image_built = true;
+  }
+  if (cancelled()) return Failed(o, FailureClass::kCancelled, "cancelled before the run");
+
+  // 3. The container.
+  ContainerSpec c;
+  c.image = o.image;
+  c.cmd = spec.command;
+  for (const auto& [k, v] : spec.env) c.env.push_back(k + "=" + v);
+  c.env.push_back("UNIDESK_TASK_ID=" + a.task_id);
+  c.env.push_back("UNIDESK_ATTEMPT=" + std::to_string(a.attempt));
+  c.working_dir = "/workspace";
+  c.binds = {workspace + ":/workspace"};
+  c.nano_cpus = spec.resources.cpu_millis * 1'000'000;
+  c.memory_bytes = spec.resources.memory_bytes;
+  c.gpu_indices = a.gpu_indices;
+  c.labels = {{"unidesk.task", a.task_id}, {"unidesk.attempt", std::to_string(a.attempt)}};
+  auto id = docker.Create(c, "unidesk-" + a.task_id.substr(0, 8) + "-" + std::to_string(a.attempt) +
+                                 "-" + core::NewUuid().substr(0, 8));
+  if (!id.ok())
+    return Failed(o, FromDocker(id.error().code, FailureClass::kStart), id.error().message);
+  auto remove = [&] {
+    auto removed = docker.Remove(id.value());
+    if (!removed.ok())
+      log(true, "[unidesk] container left behind: " + removed.error().message + "\n");
+  };
+  if (auto st = docker.Start(id.value()); !st.ok()) {
+    remove();
+    return Failed(o, FromDocker(st.error().code, FailureClass::kStart),
+                  "the container did not start: " + st.error().message);
+  }
+  o.prepare_ms = MsSince(t0);
+  phase("running");
+  auto tr = Clock::now();
+  // A watchdog stops the container on timeout or cancel; the log stream then ends.
+  std::atomic<bool> done{false};
+  std::atomic<int> stopped_for{0};  // 1 timeout, 2 cancel
+  std::thread watchdog([&] {
+    while (!done) {
+      int why = MsSince(tr) > spec.timeout_s * 1000 ? 1 : cancelled() ? 2 : 0;
+      if (why) {
+        stopped_for = why;
+        auto stop = DockerClient(s_.docker_socket).Stop(id.value(), s_.stop_grace_s);
+        if (!stop.ok())
+          log(true, "[unidesk] could not stop the container: " + stop.error().message + "\n");
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  });
+  auto logs = docker.Logs(id.value(), log);
+  auto exit = docker.Wait(id.value());
+  done = true;
+  watchdog.join();
+  o.run_ms = MsSince(tr);
+  remove();
+  if (!logs.ok()) log(true, "[unidesk] log stream broke: " + logs.error().message + "\n");
+  if (!exit.ok()) return Failed(o, FailureClass::kRuntime, exit.error().message);
+  o.exit_code = exit.value();
+  if (stopped_for == 1) {
+    return Failed(o, FailureClass::kTimeout,
+                  "ran past its timeout of " + std::to_string(spec.timeout_s) + " s");
+  }
+  if (stopped_for == 2) return Failed(o, FailureClass::kCancelled, "cancelled while running");
+  if (o.exit_code != 0) {
+    return Failed(o, FailureClass::kExit, "exited with code " + std::to_string(o.exit_code));
+  }
+  o.state = "succeeded";
+  fs::remove_all(attempt_dir, ec);
+  return o;
+}
+
+}  // namespace unidesk::provider

@@ -1,0 +1,77 @@
+#pragma once
+// One attempt of a task on this node, from the assignment to the exit code: the code at its
+// commit from the git cache, the env image reused by tag or built from the env repository at
+// its commit, the container with the workspace at /workspace, logs, exit code, clean-up.
+// Blocking: run it on a worker thread. Every failure ends in an outcome with a class and a
+// reason a person can act on; nothing is retried here (the server's retry policy decides).
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/task_spec.h"
+
+namespace unidesk::provider {
+
+struct Assignment {
+  std::string task_id;
+  int attempt = 1;
+  core::TaskSpec spec;
+  std::vector<int> gpu_indices;
+};
+
+/// Why an attempt did not succeed (the task projection's failure class).
+enum class FailureClass {
+  kNone,
+  kGit,        // repository unreachable, commit missing
+  kBuild,      // the env image did not build (or the Dockerfile is missing)
+  kStart,      // the container did not start (e.g. the command is not in the image)
+  kExit,       // the command exited non-zero
+  kTimeout,    // ran past timeout_s
+  kCancelled,  // cancelled by a person
+  kRuntime,    // the Docker engine is unreachable or answered an error
+};
+const char* FailureClassName(FailureClass c);
+
+struct RunOutcome {
+  std::string state;  // succeeded | failed | timed_out | cancelled
+  int exit_code = -1;
+  FailureClass failure = FailureClass::kNone;
+  std::string reason;
+  std::string image;
+  bool code_fetched = false;  // the git cache went to the network for the code
+  bool env_fetched = false;   // ... for the env repository (only when the image was missing)
+  bool image_built = false;   // false: the tagged image existed and was reused
+  std::int64_t git_ms = 0, build_ms = 0, run_ms = 0;
+  std::int64_t prepare_ms = 0;  // assignment -> container started (git + image + create)
+};
+
+struct RunnerHooks {
+  std::function<void(const std::string& phase)> on_phase;  // "git", "build", "running"
+  std::function<void(bool is_stderr, std::string_view)> on_log;
+  std::function<bool()> cancelled;
+};
+
+struct RunnerSettings {
+  std::string data_dir;
+  std::string docker_socket = "/var/run/docker.sock";
+  int stop_grace_s = 10;  // SIGTERM, then SIGKILL after this
+};
+
+/// The env image's tag: the same (env repo, env commit, Dockerfile path) always gives the same
+/// tag, so an unchanged environment is never rebuilt. Pure.
+std::string EnvImageTag(const std::string& env_repo_url, const std::string& env_commit_id,
+                        const std::string& dockerfile_path);
+
+class TaskRunner {
+ public:
+  explicit TaskRunner(RunnerSettings settings) : s_(std::move(settings)) {}
+  RunOutcome Run(const Assignment& a, const RunnerHooks& hooks);
+
+ private:
+  RunnerSettings s_;
+};
+
+}  // namespace unidesk::provider

@@ -1,0 +1,262 @@
+// One task attempt on a node, for real: git repositories made by the test (file://), the env
+// image built from scratch (Debian's static busybox; no registry here) on a dockerd started by
+// ops/dockerd, the code mounted at /workspace. The second run of the same pins fetches nothing
+// and builds nothing (from the runner's outcome and the Docker API, not from timing). Then the
+// faults a task can meet, each ending in the class and reason a person would expect.
+
+#include "provider/task_runner.h"
+
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "provider/docker_client.h"
+#include "test/support/harness.h"
+
+using namespace unidesk;
+using namespace unidesk::provider;
+
+namespace {
+
+std::string Temp(const std::string& what) {
+  static int n = 0;
+  std::string p = "/tmp/unidesk-runner-test-" + std::to_string(getpid()) + "-" +
+                  std::to_string(n++) + "-" + what;
+  test::Shell("mkdir -p " + test::ShellQuote(p));
+  return p;
+}
+
+std::string Sh(const std::string& cmd) {
+  std::string out;
+  if (test::Shell(cmd, &out) != 0) throw std::runtime_error("failed: " + cmd);
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+/// A repository with `files` (path -> content) committed; returns the commit id.
+std::string Commit(const std::string& repo, const std::map<std::string, std::string>& files,
+                   const std::string& extra_cmd = "") {
+  for (const auto& [path, content] : files) {
+    Sh("mkdir -p $(dirname " + test::ShellQuote(repo + "/" + path) + ")");
+    std::ofstream(repo + "/" + path) << content;
+  }
+  if (!extra_cmd.empty()) Sh("cd " + test::ShellQuote(repo) + " && " + extra_cmd);
+  Sh("cd " + test::ShellQuote(repo) +
+     " && git add -A && git -c user.name=t -c user.email=t@t commit -qm c");
+  return Sh("cd " + test::ShellQuote(repo) + " && git rev-parse HEAD");
+}
+
+std::string NewRepo() {
+  std::string r = Temp("repo");
+  Sh("git init -q " + test::ShellQuote(r));
+  return r;
+}
+
+struct Fixture {
+  std::string dockerd = Temp("dockerd");
+  std::string socket;
+  std::string code = NewRepo();
+  std::string env = NewRepo();
+  std::string code_commit, env_commit, bad_env_commit;
+  Fixture() {
+    if (test::Shell(std::string(UNIDESK_SOURCE_DIR) + "/ops/dockerd start " +
+                    test::ShellQuote(dockerd)) != 0) {
+      throw std::runtime_error("ops/dockerd start failed");
+    }
+    socket = dockerd + "/docker.sock";
+    code_commit = Commit(code, {{"msg.txt", "pinned code\n"},
+                                {"run.sh", "echo hello from $(cat msg.txt); echo oops >&2\n"}});
+    env_commit = Commit(env,
+                        {{"docker/Dockerfile",
+                          "FROM scratch\nCOPY busybox /bin/busybox\n"
+                          "RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n"
+                          "ENV PATH=/bin\n"}},
+                        "cp /bin/busybox busybox");
+    bad_env_commit = Commit(env, {{"docker/Dockerfile",
+                                   "FROM scratch\nCOPY busybox /bin/busybox\n"
+                                   "RUN [\"/bin/busybox\", \"false\"]\n"}});
+  }
+  ~Fixture() {
+    test::Shell(std::string(UNIDESK_SOURCE_DIR) + "/ops/dockerd stop " + test::ShellQuote(dockerd));
+    test::Shell("rm -rf " + test::ShellQuote(dockerd));
+  }
+  Assignment Task(const std::string& id, std::vector<std::string> command) const {
+    Assignment a;
+    a.task_id = id;
+    a.spec.code_repo_url = "file://" + code;
+    a.spec.code_commit_id = code_commit;
+    a.spec.env_repo_url = "file://" + env;
+    a.spec.env_commit_id = env_commit;
+    a.spec.dockerfile_path = "docker/Dockerfile";
+    a.spec.command = std::move(command);
+    a.spec.resources.cpu_millis = 500;
+    a.spec.resources.memory_bytes = 64LL << 20;
+    a.spec.timeout_s = 60;
+    return a;
+  }
+};
+
+Fixture& F() {
+  static Fixture f;
+  return f;
+}
+
+struct Run {
+  RunOutcome outcome;
+  std::string out, err;
+  std::vector<std::string> phases;
+};
+
+Run Execute(const Assignment& a, const std::string& data_dir, std::function<bool()> cancelled = {},
+            const std::string& socket = "") {
+  RunnerSettings s;
+  s.data_dir = data_dir;
+  s.docker_socket = socket.empty() ? F().socket : socket;
+  s.stop_grace_s = 1;
+  Run r;
+  RunnerHooks hooks;
+  hooks.on_phase = [&](const std::string& p) { r.phases.push_back(p); };
+  hooks.on_log = [&](bool e, std::string_view v) { (e ? r.err : r.out).append(v); };
+  hooks.cancelled = std::move(cancelled);
+  r.outcome = TaskRunner(s).Run(a, hooks);
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("a task runs at its pinned commits; the second run fetches and builds nothing") {
+  std::string data = Temp("node");
+  Run first = Execute(F().Task("t-first", {"sh", "run.sh"}), data);
+  REQUIRE_MESSAGE(first.outcome.state == "succeeded", first.outcome.reason << "\n" << first.out);
+  CHECK(first.outcome.exit_code == 0);
+  CHECK(first.out.find("hello from pinned code") != std::string::npos);
+  CHECK(first.out.find("[build] Step 1/") != std::string::npos);  // build output is task log
+  CHECK(first.err == "oops\n");
+  CHECK(first.phases == std::vector<std::string>{"git", "build", "running"});
+  CHECK(first.outcome.code_fetched);
+  CHECK(first.outcome.env_fetched);
+  CHECK(first.outcome.image_built);
+  CHECK(DockerClient(F().socket).ImageExists(first.outcome.image).value());
+
+  // The code repository moves on; the task is pinned, so it still sees its commit.
+  Commit(F().code, {{"msg.txt", "newer code\n"}});
+  Run second = Execute(F().Task("t-second", {"sh", "run.sh"}), data);
+  REQUIRE_MESSAGE(second.outcome.state == "succeeded", second.outcome.reason);
+  CHECK(second.out.find("hello from pinned code") != std::string::npos);
+  CHECK(second.phases == std::vector<std::string>{"git", "running"});
+  CHECK_FALSE(second.outcome.code_fetched);  // the mirror had the commit: no network
+  CHECK_FALSE(second.outcome.env_fetched);
+  CHECK_FALSE(second.outcome.image_built);  // reused by tag
+  CHECK(second.outcome.image == first.outcome.image);
+  CHECK(second.out.find("[build]") == std::string::npos);
+  MESSAGE("prepare (git + image + create + start): first "
+          << first.outcome.prepare_ms << " ms, cached " << second.outcome.prepare_ms << " ms");
+  CHECK(second.outcome.prepare_ms < 1000);
+  // No container is left behind.
+  CHECK(DockerClient(F().socket).ListByLabel("unidesk.task").value().empty());
+}
+
+TEST_CASE("faults end with the class and reason a person would expect") {
+  std::string data = Temp("node");
+  SUBCASE("non-zero exit") {
+    Run r = Execute(F().Task("t-exit", {"sh", "-c", "echo partial; exit 3"}), data);
+    CHECK(r.outcome.state == "failed");
+    CHECK(r.outcome.failure == FailureClass::kExit);
+    CHECK(r.outcome.exit_code == 3);
+    CHECK(r.out == "partial\n");
+  }
+  SUBCASE("a command that is not in the image") {
+    Run r = Execute(F().Task("t-nocmd", {"train-model", "--fast"}), data);
+    CHECK(r.outcome.state == "failed");
+    CHECK(r.outcome.failure == FailureClass::kStart);
+    CHECK(r.outcome.reason.find("train-model") != std::string::npos);
+  }
+  SUBCASE("past its timeout") {
+    Assignment a = F().Task("t-timeout", {"sleep", "30"});
+    a.spec.timeout_s = 1;
+    auto t0 = std::chrono::steady_clock::now();
+    Run r = Execute(a, data);
+    CHECK(r.outcome.state == "timed_out");
+    CHECK(r.outcome.failure == FailureClass::kTimeout);
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(15));
+  }
+  SUBCASE("cancel while running") {
+    std::atomic<bool> cancel{false};
+    auto t0 = std::chrono::steady_clock::now();
+    std::thread canceller([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+      cancel = true;
+    });
+    Run r = Execute(F().Task("t-cancel", {"sleep", "30"}), data, [&] { return cancel.load(); });
+    canceller.join();
+    CHECK(r.outcome.state == "cancelled");
+    CHECK(r.outcome.failure == FailureClass::kCancelled);
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(15));
+  }
+  SUBCASE("cancel during git fetch") {
+    Run r = Execute(F().Task("t-cancel-git", {"true"}), Temp("fresh-node"), [] { return true; });
+    CHECK(r.outcome.state == "cancelled");
+    CHECK(r.outcome.failure == FailureClass::kCancelled);
+  }
+  SUBCASE("cancel during the build") {
+    Assignment a = F().Task("t-cancel-build", {"true"});
+    a.spec.env_commit_id = Commit(F().env, {{"slow/Dockerfile",
+                                             "FROM scratch\nCOPY busybox /bin/busybox\n"
+                                             "RUN [\"/bin/busybox\", \"sleep\", \"30\"]\n"}});
+    a.spec.dockerfile_path = "slow/Dockerfile";
+    std::atomic<bool> building{false};
+    auto t0 = std::chrono::steady_clock::now();
+    RunnerSettings s;
+    s.data_dir = data;
+    s.docker_socket = F().socket;
+    RunnerHooks h;
+    h.on_phase = [&](const std::string& p) { building = building || p == "build"; };
+    h.cancelled = [&] {
+      return building && std::chrono::steady_clock::now() - t0 > std::chrono::seconds(3);
+    };
+    RunOutcome o = TaskRunner(s).Run(a, h);
+    CHECK(o.state == "cancelled");
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20));
+  }
+  SUBCASE("a build that fails") {
+    Assignment a = F().Task("t-badbuild", {"true"});
+    a.spec.env_commit_id = F().bad_env_commit;
+    Run r = Execute(a, data);
+    CHECK(r.outcome.state == "failed");
+    CHECK(r.outcome.failure == FailureClass::kBuild);
+    CHECK(r.outcome.reason.find("non-zero code") != std::string::npos);
+    CHECK(r.out.find("[build] Step") != std::string::npos);
+  }
+  SUBCASE("a Dockerfile path missing in the env commit") {
+    Assignment a = F().Task("t-nodockerfile", {"true"});
+    a.spec.dockerfile_path = "gpu/Dockerfile";
+    Run r = Execute(a, data);
+    CHECK(r.outcome.failure == FailureClass::kBuild);
+    CHECK(r.outcome.reason.find("no file gpu/Dockerfile") != std::string::npos);
+  }
+  SUBCASE("a commit that is not in the repository") {
+    Assignment a = F().Task("t-nocommit", {"true"});
+    a.spec.code_commit_id = std::string(40, 'e');
+    Run r = Execute(a, data);
+    CHECK(r.outcome.failure == FailureClass::kGit);
+    CHECK(r.outcome.reason.find(std::string(40, 'e')) != std::string::npos);
+  }
+  SUBCASE("a repository that does not exist") {
+    Assignment a = F().Task("t-norepo", {"true"});
+    a.spec.code_repo_url = "file:///nonexistent/repo";
+    Run r = Execute(a, data);
+    CHECK(r.outcome.failure == FailureClass::kGit);
+    CHECK_FALSE(r.outcome.reason.empty());
+  }
+  SUBCASE("no Docker engine at the socket: the runtime fails, no fallback") {
+    Run r = Execute(F().Task("t-nodocker", {"true"}), data, {}, "/nonexistent/docker.sock");
+    CHECK(r.outcome.failure == FailureClass::kRuntime);
+    CHECK(r.outcome.reason.find("/nonexistent/docker.sock") != std::string::npos);
+    CHECK(r.phases.empty());
+  }
+}
