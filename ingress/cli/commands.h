@@ -23,6 +23,7 @@ int RunProjectionsStatus(const CliContext& ctx, const Args& args);
 int RunProjectionsRebuild(const CliContext& ctx, const Args& args);
 int RunNodesAdd(const CliContext& ctx, const Args& args);
 int RunNodesRevoke(const CliContext& ctx, const Args& args);
+int RunNodesRotate(const CliContext& ctx, const Args& args);
 int RunNodesList(const CliContext& ctx, const Args& args);
 int RunNodesShow(const CliContext& ctx, const Args& args);
 int RunTasksSubmit(const CliContext& ctx, const Args& args);

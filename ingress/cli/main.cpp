@@ -24,6 +24,7 @@ constexpr const char* kUsage =
     "  projections rebuild NAME [--json]      empty NAME's tables and replay every event\n"
     "  nodes add NAME [--label K=V]... [--json]  register a node; prints its token once\n"
     "  nodes revoke NAME [--json]             end a node's token and close its session\n"
+    "  nodes rotate NAME [--grace D] [--json] a new token; the old one works D more (1h)\n"
     "  nodes list [--json]                    every node with status, resources, heartbeat\n"
     "  nodes show NAME [--json]               one node in full\n"
     "  tasks submit [--file TASK.json] [flags] [--json] -- COMMAND [ARGS...]\n"
@@ -50,7 +51,7 @@ int main(int argc, char** argv) {
                                                    "dockerfile",  "cpu",          "memory-mb",
                                                    "gpus",        "env",          "priority",
                                                    "timeout",     "max-attempts", "idempotency-key",
-                                                   "state",       "reason"},
+                                                   "state",       "reason",       "grace"},
                                    {"json", "follow", "help", "version", "allow-file-urls"});
   if (!parsed.ok()) return ingress::Fail(parsed.error() + "\n" + kUsage, 2);
   const ingress::Args& args = parsed.value();
@@ -78,6 +79,7 @@ int main(int argc, char** argv) {
   if (cmd == "projections rebuild") return ingress::RunProjectionsRebuild(ctx, args);
   if (cmd == "nodes add" && pos.size() == 3) return ingress::RunNodesAdd(ctx, args);
   if (cmd == "nodes revoke" && pos.size() == 3) return ingress::RunNodesRevoke(ctx, args);
+  if (cmd == "nodes rotate" && pos.size() == 3) return ingress::RunNodesRotate(ctx, args);
   if (cmd == "nodes list" && pos.size() == 2) return ingress::RunNodesList(ctx, args);
   if (cmd == "nodes show" && pos.size() == 3) return ingress::RunNodesShow(ctx, args);
   if (cmd == "tasks submit" && pos.size() == 2) return ingress::RunTasksSubmit(ctx, args);

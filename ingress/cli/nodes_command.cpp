@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include "core/duration.h"
 #include "core/event_store.h"
 #include "core/ids.h"
 #include "core/json.h"
@@ -173,6 +174,74 @@ int RunNodesRevoke(const CliContext& ctx, const Args& args) {
     } else {
       std::printf("node %s: token revoked; its session is closed and reconnects are refused\n",
                   name.c_str());
+    }
+    return 0;
+  } catch (const pqxx::broken_connection& e) {
+    return Fail(DatabaseDown(ctx.conninfo, e));
+  } catch (const std::exception& e) {
+    return Fail(e.what());
+  }
+}
+
+int RunNodesRotate(const CliContext& ctx, const Args& args) {
+  const std::string& name = args.positional.at(2);
+  std::string grace_text = args.Get("grace").value_or("1h");
+  std::optional<std::chrono::milliseconds> grace;
+  if (grace_text == "0" || grace_text == "0s") {
+    grace = std::chrono::milliseconds(0);
+  } else {
+    grace = core::ParseDuration(grace_text);
+  }
+  if (!grace) return Fail("--grace: '" + grace_text + "' is not a duration (0s, 15m, 1h, 7d)", 2);
+  try {
+    auto store = MakeStore(ctx);
+    auto conn = core::Connect(ctx.conninfo);
+    pqxx::work tx(*conn);
+    core::LockStreamForAppend(tx, "node-" + name);
+    auto cred = tx.exec_params(
+        "SELECT revoked_at IS NOT NULL, (now() + $2 * interval '1 millisecond')::text "
+        "FROM node_credentials WHERE node = $1",
+        name, static_cast<long long>(grace->count()));
+    if (cred.empty()) return Fail("no node named '" + name + "' (`unidesk nodes list`)");
+    if (cred[0][0].as<bool>()) {
+      return Fail("the token of node '" + name + "' is revoked; a revoked node stays revoked");
+    }
+    std::string token = NewNodeToken();
+    std::string hash = core::Sha256Hex(token);
+    core::NewEvent e;
+    e.type = "node.token_rotated";
+    e.data_json = core::JsonObject()
+                      .Str("node", name)
+                      .Str("token_sha256", hash)
+                      .Int("grace_ms", grace->count())
+                      .Done();
+    e.metadata = {ctx.actor, core::NewUuid(), "", "cli"};
+    auto r = store.AppendInTransaction(tx, {"node-" + name, core::ExpectedVersion::Any(), {e}, {}});
+    if (!r.ok()) return Fail("could not record the rotation: " + r.error().message);
+    auto until = tx.exec_params(
+        "UPDATE node_credentials SET previous_token_sha256 = token_sha256, "
+        "  previous_valid_until = now() + $3 * interval '1 millisecond', token_sha256 = $2, "
+        "  rotated_at = now() WHERE node = $1 "
+        "RETURNING to_char(previous_valid_until AT TIME ZONE 'UTC', "
+        "  'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+        name, hash, static_cast<long long>(grace->count()));
+    tx.commit();
+    store.NotifyCommitted();
+    store.Stop();
+    std::string valid_until = until[0][0].as<std::string>();
+    if (args.Has("json")) {
+      std::printf("%s\n", core::JsonObject()
+                              .Str("node", name)
+                              .Str("token", token)
+                              .Str("previous_valid_until", valid_until)
+                              .Done()
+                              .c_str());
+    } else {
+      std::printf(
+          "node %s: new token (shown once, only a hash is kept):\n\n  %s\n\n"
+          "The previous token keeps working for new connections until %s; the live session\n"
+          "goes on. Put the new token in the agent's token file and restart the agent.\n",
+          name.c_str(), token.c_str(), valid_until.c_str());
     }
     return 0;
   } catch (const pqxx::broken_connection& e) {

@@ -125,6 +125,8 @@ void HttpFront::Upgrade(std::string token) {
             return self->Refuse(401, "token_unknown", who.error().message);
           case StoreError::kRevokedToken:
             return self->Refuse(403, "token_revoked", who.error().message);
+          case StoreError::kReplacedToken:
+            return self->Refuse(401, "token_replaced", who.error().message);
           case StoreError::kUnavailable:
           case StoreError::kRefused:
             return self->Respond(503,

@@ -62,15 +62,25 @@ core::EventMetadata IngressStore::NodeMetadata(const std::string& node,
 core::Result<NodeIdentity, StoreFailure> IngressStore::Authenticate(const std::string& token) {
   try {
     pqxx::read_transaction tx(Db());
+    std::string hash = core::Sha256Hex(token);
+    // The current token, or the previous one within its grace after `nodes rotate`.
     auto r = tx.exec_params(
-        "SELECT node, labels::text, revoked_at IS NOT NULL FROM node_credentials "
-        "WHERE token_sha256 = $1",
-        core::Sha256Hex(token));
+        "SELECT node, labels::text, revoked_at IS NOT NULL, token_sha256 = $1, "
+        "  coalesce(previous_valid_until > now(), false), "
+        "  coalesce(to_char(rotated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '') "
+        "FROM node_credentials WHERE token_sha256 = $1 OR previous_token_sha256 = $1",
+        hash);
     if (r.empty()) return StoreFailure{StoreError::kUnknownToken, "no node has this token"};
     NodeIdentity id{r[0][0].as<std::string>(), r[0][1].as<std::string>()};
     if (r[0][2].as<bool>()) {
       return StoreFailure{StoreError::kRevokedToken,
                           "the token of node '" + id.node + "' was revoked"};
+    }
+    if (!r[0][3].as<bool>() && !r[0][4].as<bool>()) {
+      return StoreFailure{StoreError::kReplacedToken,
+                          "the token of node '" + id.node +
+                              "' was replaced (`unidesk nodes rotate` at " +
+                              r[0][5].as<std::string>() + "); give the agent the new token"};
     }
     return id;
   } catch (const std::exception& e) {

@@ -20,6 +20,7 @@ struct NodeIdentity {
 
 enum class StoreError {
   kUnknownToken,
+  kReplacedToken,  // a rotated-out token past its grace
   kRevokedToken,
   kUnavailable,  // Postgres unreachable or the write failed: nothing recorded; retry later
   kRefused,      // the event store refused the content (too large, conflicting key): final

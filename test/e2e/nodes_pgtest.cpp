@@ -9,6 +9,7 @@
 #include <set>
 #include <thread>
 
+#include "core/json.h"
 #include "test/e2e/node_support.h"
 
 using namespace unidesk::test;
@@ -172,6 +173,64 @@ TEST_CASE("a revoked token is cut off and its reconnects are refused") {
   auto again = StartProvider(server.port, "leaver", token);
   REQUIRE(WaitUntil([&] { return !again->Running(); }, 10s));
   CHECK(again->Wait() == 4);
+}
+
+TEST_CASE("a token is rotated without downtime; the old one ends after its grace") {
+  TestDatabase db;
+  std::string old_token = AddNode(db.conninfo(), "rotor");
+  auto server = StartNodeServer(db.conninfo(), FastLiveness());
+  auto first = StartProvider(server.port, "rotor", old_token);
+  REQUIRE(WaitForStatus(db.conninfo(), "rotor", "online"));
+
+  Outcome o = Cli(db.conninfo(), "nodes rotate rotor --grace 3s --json");
+  REQUIRE_MESSAGE(o.code == 0, o.err);
+  auto rotated_at = std::chrono::steady_clock::now();
+  std::string new_token = unidesk::core::JsonReader(o.out).Str("token").value_or("");
+  REQUIRE(new_token.rfind("udn_", 0) == 0);
+  CHECK(new_token != ReadFile(old_token).substr(0, 47));
+  std::string new_token_file = TempPath("new-token");
+  std::ofstream(new_token_file) << new_token << "\n";
+  CHECK(CountEvents(db.conninfo(), "type = 'node.token_rotated'") == 1);
+  CHECK_FALSE(Contains(Text(db.conninfo(),
+                            "SELECT data::text FROM events WHERE type = "
+                            "'node.token_rotated'"),
+                       new_token));  // only the hash is stored
+
+  // No downtime: the live session goes on, and within the grace the old token still joins.
+  std::this_thread::sleep_for(500ms);
+  CHECK(NodeStatus(db.conninfo(), "rotor") == "online");
+  REQUIRE(StopChild(*first, SIGTERM) == 0);
+  std::string within_log = TempPath("rotor-within.log");
+  auto within = StartProvider(server.port, "rotor", old_token, {}, within_log);
+  REQUIRE(WaitUntil([&] { return Contains(ReadFile(within_log), "joined as rotor"); }, 10s));
+  REQUIRE(StopChild(*within, SIGTERM) == 0);
+
+  // After the grace the old token is refused (401 token_replaced), the new one joins.
+  std::this_thread::sleep_until(rotated_at + 3500ms);
+  std::string log = TempPath("rotor-old.log");
+  auto stale = StartProvider(server.port, "rotor", old_token, {}, log);
+  REQUIRE(WaitUntil([&] { return !stale->Running(); }, 10s));
+  CHECK(stale->Wait() == 4);
+  CHECK(WaitUntil(
+      [&] {
+        return CountEvents(db.conninfo(),
+                           "type = 'ingress.rejected' AND "
+                           "data->>'reason' = 'token_replaced'") >= 1;
+      },
+      5s));
+  std::string renewed_log = TempPath("rotor-new.log");
+  auto renewed = StartProvider(server.port, "rotor", new_token_file, {}, renewed_log);
+  CHECK(WaitUntil([&] { return Contains(ReadFile(renewed_log), "joined as rotor"); }, 10s));
+  CHECK(WaitForStatus(db.conninfo(), "rotor", "online"));
+  StopChild(*renewed, SIGTERM);
+
+  // Refusals: an unknown node, a bad grace, a revoked node.
+  CHECK(Cli(db.conninfo(), "nodes rotate nobody").code == 1);
+  CHECK(Cli(db.conninfo(), "nodes rotate rotor --grace soon").code == 2);
+  REQUIRE(Cli(db.conninfo(), "nodes revoke rotor").code == 0);
+  Outcome revoked = Cli(db.conninfo(), "nodes rotate rotor");
+  CHECK(revoked.code == 1);
+  CHECK(Contains(revoked.err, "revoked"));
 }
 
 TEST_CASE("a second agent with the same token supersedes the first; reports survive restarts") {
