@@ -66,12 +66,14 @@ const std::string& Source() {
   return source;
 }
 
-core::NewEvent TaskEvent(const std::string& type, std::string data, const std::string& task) {
+/// One event on the task's stream, expecting the version the pass read: a task that moved on
+/// since then is refused (version conflict), never decided twice.
+core::AppendRequest Fenced(const QueuedRow& q, const std::string& type, std::string data) {
   core::NewEvent e;
   e.type = type;
   e.data_json = std::move(data);
-  e.metadata = {"handler:scheduler", task, "", Source()};
-  return e;
+  e.metadata = {"handler:scheduler", q.task.id, "", Source()};
+  return {"task-" + q.task.id, core::ExpectedVersion::Exactly(q.version), {e}, std::nullopt};
 }
 
 }  // namespace
@@ -163,17 +165,13 @@ PassOutcome Scheduler::PassOnce() {
     by_id[q.task.id] = &q;
     if (q.state == "cancelling") {
       requests.push_back(
-          {"task-" + q.task.id,
-           core::ExpectedVersion::Exactly(q.version),
-           {TaskEvent("task.cancelled",
-                      core::JsonObject()
-                          .Str("task", q.task.id)
-                          .Int("attempt", q.attempt)
-                          .Str("reason", q.cancel_reason.empty() ? "cancelled before it was placed"
-                                                                 : q.cancel_reason)
-                          .Done(),
-                      q.task.id)},
-           std::nullopt});
+          Fenced(q, "task.cancelled",
+                 core::JsonObject()
+                     .Str("task", q.task.id)
+                     .Int("attempt", q.attempt)
+                     .Str("reason", q.cancel_reason.empty() ? "cancelled before it was placed"
+                                                            : q.cancel_reason)
+                     .Done()));
       pending.push_back({Kind::kCancelled, &q, {}});
     } else {
       to_place.push_back(q.task);
@@ -214,38 +212,28 @@ PassOutcome Scheduler::PassOnce() {
     SchedulePlan plan = Schedule(to_place, nodes);
     for (const Placement& p : plan.placements) {
       const QueuedRow& q = *by_id.at(p.task_id);
-      std::vector<std::string> gpu_strings;
-      requests.push_back(
-          {"task-" + q.task.id,
-           core::ExpectedVersion::Exactly(q.version),
-           {TaskEvent("task.assigned",
-                      core::JsonObject()
-                          .Str("task", q.task.id)
-                          .Int("attempt", q.attempt + 1)
-                          .Str("node", p.node)
-                          .Raw("resources",
-                               core::JsonObject()
-                                   .Num("cpu", static_cast<double>(q.task.cpu_millis) / 1000.0)
-                                   .Int("memory_mb", q.task.memory_bytes >> 20)
-                                   .Int("gpus", q.task.gpus)
-                                   .Done())
-                          .Raw("gpu_indices", IntArray(p.gpu_indices, '[', ']'))
-                          .Int("queued_ms", q.queued_ms)
-                          .Done(),
-                      q.task.id)},
-           std::nullopt});
+      requests.push_back(Fenced(
+          q, "task.assigned",
+          core::JsonObject()
+              .Str("task", q.task.id)
+              .Int("attempt", q.attempt + 1)
+              .Str("node", p.node)
+              .Raw("resources", core::JsonObject()
+                                    .Num("cpu", static_cast<double>(q.task.cpu_millis) / 1000.0)
+                                    .Int("memory_mb", q.task.memory_bytes >> 20)
+                                    .Int("gpus", q.task.gpus)
+                                    .Done())
+              .Raw("gpu_indices", IntArray(p.gpu_indices, '[', ']'))
+              .Int("queued_ms", q.queued_ms)
+              .Done()));
       pending.push_back({Kind::kAssigned, &q, p});
     }
     for (const Wait& w : plan.waiting) {
       const QueuedRow& q = *by_id.at(w.task_id);
       if (q.task.waiting_reason == w.reason) continue;  // recorded already
       requests.push_back(
-          {"task-" + q.task.id,
-           core::ExpectedVersion::Exactly(q.version),
-           {TaskEvent("task.waiting",
-                      core::JsonObject().Str("task", q.task.id).Str("reason", w.reason).Done(),
-                      q.task.id)},
-           std::nullopt});
+          Fenced(q, "task.waiting",
+                 core::JsonObject().Str("task", q.task.id).Str("reason", w.reason).Done()));
       pending.push_back({Kind::kWaiting, &q, {}});
     }
   }
