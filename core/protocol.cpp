@@ -162,7 +162,58 @@ ServerMessage ReadServer(const Value& doc) {
   if (type == "ack") return Ack{Str(doc, "outbox"), Int(doc, "seq", 1), OptStr(doc, "rejected")};
   if (type == "error")
     return Error{OptStr(doc, "reply_to"), Str(doc, "code"), OptStr(doc, "message")};
+  if (type == "assign") {
+    Assign a{Str(doc, "task", 64), Int(doc, "attempt", 1), Serialize(Obj(doc, "spec")), {}};
+    for (const Value& g : Arr(doc, "gpu_indices").GetArray()) {
+      if (!g.IsInt()) Fail("gpu_indices must be integers");
+      a.gpu_indices.push_back(g.GetInt());
+    }
+    return a;
+  }
+  if (type == "cancel") {
+    return Cancel{Str(doc, "task", 64), Int(doc, "attempt", 1), OptStr(doc, "reason")};
+  }
   throw Bad{ParseError::kUnknownType, type};
+}
+
+std::int64_t OptInt(const Value& o, const char* key, std::int64_t fallback, std::int64_t min) {
+  return o.HasMember(key) ? Int(o, key, min) : fallback;
+}
+
+bool OptBool(const Value& o, const char* key) { return o.HasMember(key) && Bool(o, key); }
+
+TaskReport ReadTaskReport(const Value& o) {
+  TaskReport r;
+  r.task = Str(o, "task", 64);
+  r.attempt = Int(o, "attempt", 1);
+  r.state = Str(o, "state", 32);
+  if (!IsTaskReportState(r.state)) Fail("unknown task state '" + r.state + "'");
+  r.phase = OptStr(o, "phase", 32);
+  r.failure = OptStr(o, "failure", 32);
+  r.reason = OptStr(o, "reason", 4096);
+  r.exit_code = OptInt(o, "exit_code", -1, -1);
+  r.image = OptStr(o, "image", 256);
+  r.code_fetched = OptBool(o, "code_fetched");
+  r.env_fetched = OptBool(o, "env_fetched");
+  r.image_built = OptBool(o, "image_built");
+  r.git_ms = OptInt(o, "git_ms", 0, 0);
+  r.build_ms = OptInt(o, "build_ms", 0, 0);
+  r.run_ms = OptInt(o, "run_ms", 0, 0);
+  r.prepare_ms = OptInt(o, "prepare_ms", 0, 0);
+  return r;
+}
+
+LogChunk ReadLogChunk(const Value& o) {
+  LogChunk c;
+  c.task = Str(o, "task", 64);
+  c.attempt = Int(o, "attempt", 1);
+  c.seq = Int(o, "seq", 1);
+  c.stream = Str(o, "stream", 16);
+  if (c.stream != "build" && c.stream != "stdout" && c.stream != "stderr") {
+    Fail("stream must be build, stdout or stderr");
+  }
+  c.text = Str(o, "text", kMaxLogChunkBytes);
+  return c;
 }
 
 template <class T, class Reader>
@@ -197,6 +248,52 @@ Result<ProviderMessage, ParseFailure> ParseProviderMessage(std::string_view text
 
 Result<ServerMessage, ParseFailure> ParseServerMessage(std::string_view text) {
   return Guarded<ServerMessage>(text, [](const Value& d) { return ReadServer(d); });
+}
+
+Result<TaskReport, ParseFailure> ParseTaskReport(std::string_view json) {
+  return Guarded<TaskReport>(json, [](const Value& d) { return ReadTaskReport(d); });
+}
+
+Result<LogChunk, ParseFailure> ParseLogChunk(std::string_view json) {
+  return Guarded<LogChunk>(json, [](const Value& d) { return ReadLogChunk(d); });
+}
+
+bool IsTaskReportState(std::string_view state) {
+  for (const char* s : {"accepted", "preparing", "running", "succeeded", "failed", "timed_out",
+                        "cancelled", "lost"}) {
+    if (state == s) return true;
+  }
+  return false;
+}
+
+std::string ToJson(const TaskReport& r) {
+  return JsonObject()
+      .Str("task", r.task)
+      .Int("attempt", r.attempt)
+      .Str("state", r.state)
+      .Str("phase", r.phase)
+      .Str("failure", r.failure)
+      .Str("reason", r.reason)
+      .Int("exit_code", r.exit_code)
+      .Str("image", r.image)
+      .Bool("code_fetched", r.code_fetched)
+      .Bool("env_fetched", r.env_fetched)
+      .Bool("image_built", r.image_built)
+      .Int("git_ms", r.git_ms)
+      .Int("build_ms", r.build_ms)
+      .Int("run_ms", r.run_ms)
+      .Int("prepare_ms", r.prepare_ms)
+      .Done();
+}
+
+std::string ToJson(const LogChunk& c) {
+  return JsonObject()
+      .Str("task", c.task)
+      .Int("attempt", c.attempt)
+      .Int("seq", c.seq)
+      .Str("stream", c.stream)
+      .Str("text", c.text)
+      .Done();
 }
 
 Result<Resources, ParseFailure> ParseResources(std::string_view json) {
@@ -306,6 +403,29 @@ std::string Write(const Error& m) {
       .Str("reply_to", m.reply_to)
       .Str("code", m.code)
       .Str("message", m.message)
+      .Done();
+}
+
+std::string Write(const Assign& m) {
+  std::string gpus = "[";
+  for (std::size_t i = 0; i < m.gpu_indices.size(); ++i) {
+    gpus += (i ? "," : "") + std::to_string(m.gpu_indices[i]);
+  }
+  return JsonObject()
+      .Str("type", "assign")
+      .Str("task", m.task)
+      .Int("attempt", m.attempt)
+      .Raw("spec", m.spec_json)
+      .Raw("gpu_indices", gpus + "]")
+      .Done();
+}
+
+std::string Write(const Cancel& m) {
+  return JsonObject()
+      .Str("type", "cancel")
+      .Str("task", m.task)
+      .Int("attempt", m.attempt)
+      .Str("reason", m.reason)
       .Done();
 }
 

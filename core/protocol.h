@@ -84,7 +84,7 @@ struct Report {
   std::string id;
   std::string outbox;  // the outbox's id: sequence numbers restart only with a new outbox
   std::int64_t seq = 0;
-  std::string kind;       // "resources" in this version
+  std::string kind;       // "resources", "task" or "log"
   std::string body_json;  // canonical JSON object
 };
 using ProviderMessage = std::variant<Hello, Heartbeat, Report>;
@@ -107,7 +107,46 @@ struct Error {
   std::string code;  // stable name, e.g. "unknown_type"
   std::string message;
 };
-using ServerMessage = std::variant<Welcome, Ack, Error>;
+/// Run an attempt of a task (sent on every scheduler assignment, and again after each hello
+/// until the node reports on it). The node answers with a `task` report, state `accepted`.
+struct Assign {
+  std::string task;
+  std::int64_t attempt = 0;
+  std::string spec_json;  // the task's canonical spec (core/task_spec.h)
+  std::vector<int> gpu_indices;
+};
+/// Stop an attempt: someone cancelled the task, or the server no longer runs that attempt.
+struct Cancel {
+  std::string task;
+  std::int64_t attempt = 0;
+  std::string reason;
+};
+using ServerMessage = std::variant<Welcome, Ack, Error, Assign, Cancel>;
+
+/// Body of a report of kind "task": where an attempt is. `state` is accepted, preparing,
+/// running, succeeded, failed, timed_out or cancelled; the other fields fill in as it goes.
+struct TaskReport {
+  std::string task;
+  std::int64_t attempt = 0;
+  std::string state;
+  std::string phase;    // preparing: "git" or "build"
+  std::string failure;  // failed/timed_out/cancelled: exit, git, build, start, timeout, ...
+  std::string reason;
+  std::int64_t exit_code = -1;
+  std::string image;
+  bool code_fetched = false, env_fetched = false, image_built = false;
+  std::int64_t git_ms = 0, build_ms = 0, run_ms = 0, prepare_ms = 0;
+};
+/// Body of a report of kind "log": the next piece of an attempt's output, in order per attempt.
+struct LogChunk {
+  std::string task;
+  std::int64_t attempt = 0;
+  std::int64_t seq = 0;  // 1, 2, ... per attempt
+  std::string stream;    // "build", "stdout" or "stderr"
+  std::string text;      // at most kMaxLogChunkBytes
+};
+/// A log chunk's text, so that the escaped report stays far below kMaxFrameBytes.
+constexpr std::size_t kMaxLogChunkBytes = 8 * 1024;
 
 enum class ParseError { kInvalidJson, kBadMessage, kUnknownType };
 const char* ParseErrorName(ParseError e);
@@ -123,6 +162,15 @@ std::string Write(const Report& m);
 std::string Write(const Welcome& m);
 std::string Write(const Ack& m);
 std::string Write(const Error& m);
+std::string Write(const Assign& m);
+std::string Write(const Cancel& m);
+/// Report bodies (canonical JSON objects) and their parsers.
+std::string ToJson(const TaskReport& r);
+std::string ToJson(const LogChunk& c);
+Result<TaskReport, ParseFailure> ParseTaskReport(std::string_view json);
+Result<LogChunk, ParseFailure> ParseLogChunk(std::string_view json);
+/// The states a task report may carry, in lifecycle order.
+bool IsTaskReportState(std::string_view state);
 
 /// Canonical JSON of the parts that events and read models store.
 std::string ToJson(const Resources& r);

@@ -9,6 +9,7 @@
 #include "core/json.h"
 #include "core/pg.h"
 #include "core/protocol.h"
+#include "handlers/lost_attempts.h"
 #include "handlers/scheduling_rules.h"
 
 namespace unidesk::handlers {
@@ -97,6 +98,8 @@ void Scheduler::Run() {
   bool failing = false;
   while (!stopping_) {
     try {
+      if (!conn_) conn_ = core::Connect(conninfo_);
+      SweepLostAttempts(*conn_, store_, settings_.accept_timeout, log_);
       PassOutcome o = PassOnce();
       if (failing) log_->info("scheduler: Postgres is back; passes resume");
       failing = false;

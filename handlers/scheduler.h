@@ -25,9 +25,12 @@ namespace unidesk::handlers {
 struct SchedulerSettings {
   std::chrono::milliseconds interval{100};  // between passes (a pass with nothing to do is cheap)
   int max_tasks_per_pass = 2000;            // the queue's head considered in one pass
+  /// An assignment the node has not acknowledged after this is lost, and moved by the retry
+  /// policy (the node may have crashed between receiving it and writing to its outbox).
+  std::chrono::milliseconds accept_timeout{30000};
 };
 
-/// What one pass did.
+/// What one pass did (lost attempts are swept before each pass: handlers/lost_attempts.h).
 struct PassOutcome {
   int placed = 0;
   int waiting = 0;    // task.waiting appended (a reason changed)

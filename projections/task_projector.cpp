@@ -48,10 +48,40 @@ void TaskProjector::Apply(const core::RecordedEvent& e, core::RowChanges& out) c
          data.Raw("gpu_indices").value_or("[]"), e.recorded_at, IntText(data.Int("queued_ms")),
          std::nullopt});
   } else if (e.type == "task.cancel_requested") {
-    set({"state", "cancel_reason"}, {"cancelling", data.Str("reason").value_or("")});
+    // A placed attempt keeps its state until its node stops it; the reason says it is asked.
+    if (data.Int("attempt").value_or(0) == 0) {
+      set({"state", "cancel_reason"}, {"cancelling", data.Str("reason").value_or("")});
+    } else {
+      set({"cancel_reason"}, {data.Str("reason").value_or("")});
+    }
   } else if (e.type == "task.cancelled") {
-    set({"state", "cancel_reason", "finished_at", "waiting_reason"},
-        {"cancelled", data.Str("reason").value_or(""), e.recorded_at, std::nullopt});
+    set({"state", "cancel_reason", "finished_at", "waiting_reason", "reason"},
+        {"cancelled", data.Str("reason").value_or(""), e.recorded_at, std::nullopt,
+         data.Str("reason").value_or("")});
+  } else if (e.type == "task.accepted") {
+    set({"state", "accepted_at"}, {"accepted", e.recorded_at});
+  } else if (e.type == "task.preparing") {
+    set({"state", "phase"}, {"preparing", data.Str("phase")});
+  } else if (e.type == "task.running") {
+    set({"state", "phase", "started_at", "image", "code_fetched", "env_fetched", "image_built",
+         "git_ms", "build_ms", "prepare_ms"},
+        {"running", std::nullopt, e.recorded_at, data.Str("image"), data.Raw("code_fetched"),
+         data.Raw("env_fetched"), data.Raw("image_built"), IntText(data.Int("git_ms")),
+         IntText(data.Int("build_ms")), IntText(data.Int("prepare_ms"))});
+  } else if (e.type == "task.succeeded") {
+    set({"state", "finished_at", "exit_code", "run_ms", "failure_class", "blame", "reason"},
+        {"succeeded", e.recorded_at, IntText(data.Int("exit_code")), IntText(data.Int("run_ms")),
+         std::nullopt, std::nullopt, std::nullopt});
+  } else if (e.type == "task.failed" || e.type == "task.timed_out" || e.type == "task.lost") {
+    set({"state", "finished_at", "exit_code", "run_ms", "failure_class", "blame", "reason",
+         "phase"},
+        {e.type.substr(5), e.recorded_at, IntText(data.Int("exit_code")),
+         IntText(data.Int("run_ms")), data.Str("class"), data.Str("blame"), data.Str("reason"),
+         std::nullopt});
+  } else if (e.type == "task.requeued") {
+    // The ended attempt's outcome stays visible (failure_class, reason) until the next one.
+    set({"state", "finished_at", "cancel_reason", "waiting_reason"},
+        {"queued", std::nullopt, std::nullopt, std::nullopt});
   }
 }
 

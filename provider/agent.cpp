@@ -36,7 +36,8 @@ class Agent::Session : public std::enable_shared_from_this<Session> {
         resolver_(agent.ioc_),
         ws_(agent.ioc_),
         heartbeat_(agent.ioc_),
-        rescan_(agent.ioc_) {}
+        rescan_(agent.ioc_),
+        pump_(agent.ioc_) {}
 
   void Start() {
     if (closing_) return;
@@ -51,6 +52,7 @@ class Agent::Session : public std::enable_shared_from_this<Session> {
     resolver_.cancel();
     heartbeat_.cancel();
     rescan_.cancel();
+    pump_.cancel();
     if (!open_) {
       beast::get_lowest_layer(ws_).close();
       return;
@@ -59,6 +61,8 @@ class Agent::Session : public std::enable_shared_from_this<Session> {
   }
 
   const Outcome& outcome() const { return outcome_; }
+  /// A report stored by a worker thread: sent now when the session is joined.
+  void Offer(const OutboxEntry& e) { QueueReport(e); }
 
  private:
   AgentConfig& config() { return agent_.config_; }
@@ -129,6 +133,7 @@ class Agent::Session : public std::enable_shared_from_this<Session> {
     last_resources_ = hello.resources;
     hello.labels = config().labels;
     hello.runtimes = {"docker"};
+    hello.running_tasks_json = agent_.tasks_->RunningJson();
     hello.health = DetectHealth(config().probe);
     Enqueue(proto::Write(hello));
     DoRead();
@@ -152,6 +157,10 @@ class Agent::Session : public std::enable_shared_from_this<Session> {
       if (!a->rejected.empty()) log()->warn("report {} was rejected: {}", a->seq, a->rejected);
     } else if (auto* e = std::get_if<proto::Error>(&parsed.value())) {
       log()->warn("the server says {}: {}", e->code, e->message);
+    } else if (auto* as = std::get_if<proto::Assign>(&parsed.value())) {
+      agent_.tasks_->Assign(*as);
+    } else if (auto* c = std::get_if<proto::Cancel>(&parsed.value())) {
+      agent_.tasks_->Cancel(*c);
     }
     DoRead();
   }
@@ -161,14 +170,40 @@ class Agent::Session : public std::enable_shared_from_this<Session> {
     interval_ = Millis(w.heartbeat_interval_ms);
     log()->info("joined as {} (session {}, heartbeat every {} ms)", w.node, w.session,
                 w.heartbeat_interval_ms);
-    for (const auto& e : agent_.outbox_.Pending()) SendReport(e);
+    for (const auto& e : agent_.outbox_.Pending()) QueueReport(e);
     ScheduleHeartbeat();
     ScheduleRescan();
   }
 
-  void SendReport(const OutboxEntry& e) {
-    Enqueue(proto::Write(
-        proto::Report{core::NewUuid(), agent_.outbox_.id(), e.seq, e.kind, e.body_json}));
+  /// Sends `e` once the session is joined, paced below the server's message rate (50 a second,
+  /// burst 200, heartbeats included): a long outbox after an outage must not get the session
+  /// closed for flooding.
+  void QueueReport(const OutboxEntry& e) {
+    if (!outcome_.joined || closing_) return;  // sent from the outbox after the next welcome
+    reports_.push_back(e);
+    Pump();
+  }
+
+  void Pump() {
+    auto now = Clock::now();
+    tokens_ = std::min(
+        kReportBurst,
+        tokens_ + kReportsPerSecond * std::chrono::duration<double>(now - refilled_).count());
+    refilled_ = now;
+    while (!reports_.empty() && tokens_ >= 1.0) {
+      tokens_ -= 1.0;
+      const OutboxEntry& e = reports_.front();
+      Enqueue(proto::Write(
+          proto::Report{core::NewUuid(), agent_.outbox_.id(), e.seq, e.kind, e.body_json}));
+      reports_.pop_front();
+    }
+    if (reports_.empty() || pumping_) return;
+    pumping_ = true;
+    pump_.expires_after(std::chrono::milliseconds(25));
+    pump_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      self->pumping_ = false;
+      if (!ec && !self->closing_) self->Pump();
+    });
   }
 
   void ScheduleHeartbeat() {
@@ -190,7 +225,7 @@ class Agent::Session : public std::enable_shared_from_this<Session> {
         if (!(now == self->last_resources_)) {
           self->last_resources_ = now;
           self->log()->info("resources changed; reporting");
-          self->SendReport(self->agent_.outbox_.Add("resources", proto::ToJson(now)));
+          self->QueueReport(self->agent_.outbox_.Add("resources", proto::ToJson(now)));
         }
       } catch (const std::exception& e) {
         self->log()->error("{}", e.what());
@@ -255,6 +290,7 @@ class Agent::Session : public std::enable_shared_from_this<Session> {
   void Teardown() {
     heartbeat_.cancel();
     rescan_.cancel();
+    pump_.cancel();
     beast::error_code ignored;
     beast::get_lowest_layer(ws_).socket().close(ignored);
     // The session is over: end the loop now, not when Beast's handshake or idle timers fire.
@@ -273,6 +309,13 @@ class Agent::Session : public std::enable_shared_from_this<Session> {
   beast::flat_buffer buffer_;
   net::steady_timer heartbeat_;
   net::steady_timer rescan_;
+  net::steady_timer pump_;
+  static constexpr double kReportsPerSecond = 40;
+  static constexpr double kReportBurst = 100;
+  std::deque<OutboxEntry> reports_;
+  double tokens_ = kReportBurst;
+  Clock::time_point refilled_ = Clock::now();
+  bool pumping_ = false;
   Millis interval_{15000};
   proto::Resources last_resources_;
   std::deque<std::pair<std::string, bool>> queue_;
@@ -284,9 +327,36 @@ class Agent::Session : public std::enable_shared_from_this<Session> {
 };
 
 Agent::Agent(AgentConfig config, core::LoggerPtr log)
-    : config_(std::move(config)), log_(std::move(log)), outbox_(config_.data_dir + "/outbox") {}
+    : config_(std::move(config)), log_(std::move(log)), outbox_(config_.data_dir + "/outbox") {
+  RunnerSettings runner;
+  runner.node = config_.name;
+  runner.data_dir = config_.data_dir;
+  runner.docker_socket = config_.probe.docker_socket;
+  tasks_ = std::make_unique<TaskManager>(
+      runner,
+      [this](const std::string& kind, const std::string& body) {
+        OutboxEntry e = outbox_.Add(kind, body);
+        net::post(ioc_, [this, e] {
+          if (session_) session_->Offer(e);
+        });
+      },
+      log_);
+  // Attempts whose ending waits in the outbox are over, whatever the server re-offers.
+  for (const auto& e : outbox_.Pending()) {
+    if (e.kind != "task") continue;
+    auto r = proto::ParseTaskReport(e.body_json);
+    if (r.ok() && r.value().state != "accepted" && r.value().state != "preparing" &&
+        r.value().state != "running") {
+      tasks_->MarkEnded(r.value().task, r.value().attempt);
+    }
+  }
+  tasks_->ReapOrphans();
+}
 
-Agent::~Agent() = default;
+Agent::~Agent() {
+  // Workers post to ioc_ and use the outbox: they end before either goes.
+  tasks_.reset();
+}
 
 AgentExit Agent::Run() {
   Backoff backoff(config_.backoff);
@@ -297,7 +367,10 @@ AgentExit Agent::Run() {
     ioc_.run();
     Session::Outcome out = session_->outcome();
     session_.reset();
-    if (out.fatal) return *out.fatal;
+    if (out.fatal) {
+      tasks_->Shutdown("the agent stopped");
+      return *out.fatal;
+    }
     if (stopping_) break;
     if (out.joined) {
       backoff.SessionEnded(std::chrono::duration_cast<Millis>(out.connected_for));
@@ -307,6 +380,8 @@ AgentExit Agent::Run() {
     auto until = Clock::now() + delay;
     while (!stopping_ && Clock::now() < until) std::this_thread::sleep_for(Millis(20));
   }
+  // After the goodbye: the node is offline, so the server moves these attempts anyway.
+  tasks_->Shutdown("the agent stopped");
   return AgentExit::kStopped;
 }
 

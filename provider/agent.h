@@ -1,6 +1,8 @@
 #pragma once
-// The agent's connection loop: dial, hello, heartbeats, outbox reports, acks; on any failure,
-// wait (backoff with full jitter, at least what a 503 asked) and dial again.
+// The agent's connection loop: dial, hello, heartbeats, outbox reports (paced below the server's
+// message rate), acks, and the server's assign/cancel handed to the task manager; on any
+// failure, wait (backoff with full jitter, at least what a 503 asked) and dial again. Attempts
+// keep running while the session is down; their reports wait in the outbox.
 
 #include <atomic>
 #include <boost/asio/io_context.hpp>
@@ -9,6 +11,7 @@
 #include "core/log.h"
 #include "provider/agent_config.h"
 #include "provider/outbox.h"
+#include "provider/task_manager.h"
 
 namespace unidesk::provider {
 
@@ -30,6 +33,7 @@ class Agent {
   core::LoggerPtr log_;
   Outbox outbox_;
   boost::asio::io_context ioc_;
+  std::unique_ptr<TaskManager> tasks_;
   std::atomic<bool> stopping_{false};
   std::shared_ptr<Session> session_;
 };

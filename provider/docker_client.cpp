@@ -1,6 +1,7 @@
 #include "provider/docker_client.h"
 
 #include <poll.h>
+#include <rapidjson/document.h>
 
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/beast/core.hpp>
@@ -273,18 +274,34 @@ DockerResult<core::Unit> DockerClient::Remove(const std::string& id) {
   return FromStatus(r.value(), "remove");
 }
 
-DockerResult<std::vector<std::string>> DockerClient::ListByLabel(const std::string& label) {
+DockerResult<std::vector<LabelledContainer>> DockerClient::ListLabelled(const std::string& label) {
   std::string filters = core::JsonObject().Raw("label", Strings({label})).Done();
   auto r = Call("GET", "/containers/json?all=1&filters=" + UrlEncode(filters));
   if (!r.ok()) return r.error();
   if (r.value().status != 200) return FromStatus(r.value(), "list containers");
-  std::vector<std::string> ids;
-  // [{"Id":"...",...},...]: pick every "Id" value.
-  const std::string& b = r.value().body;
-  for (auto at = b.find("\"Id\":\""); at != std::string::npos; at = b.find("\"Id\":\"", at + 1)) {
-    auto start = at + 6;
-    ids.push_back(b.substr(start, b.find('"', start) - start));
+  rapidjson::Document d;
+  d.Parse(r.value().body.c_str());
+  if (!d.IsArray()) return DockerFailure{DockerError::kApi, "list containers: not a JSON array"};
+  std::vector<LabelledContainer> out;
+  for (const auto& c : d.GetArray()) {
+    if (!c.IsObject() || !c.HasMember("Id") || !c["Id"].IsString()) continue;
+    LabelledContainer lc;
+    lc.id = c["Id"].GetString();
+    if (c.HasMember("Labels") && c["Labels"].IsObject()) {
+      for (auto m = c["Labels"].MemberBegin(); m != c["Labels"].MemberEnd(); ++m) {
+        if (m->value.IsString()) lc.labels[m->name.GetString()] = m->value.GetString();
+      }
+    }
+    out.push_back(std::move(lc));
   }
+  return out;
+}
+
+DockerResult<std::vector<std::string>> DockerClient::ListByLabel(const std::string& label) {
+  auto all = ListLabelled(label);
+  if (!all.ok()) return all.error();
+  std::vector<std::string> ids;
+  for (const auto& c : all.value()) ids.push_back(c.id);
   return ids;
 }
 

@@ -46,6 +46,11 @@ struct ContainerSpec {
 /// request naming the assigned indices).
 std::string CreateContainerBody(const ContainerSpec& spec);
 
+struct LabelledContainer {
+  std::string id;
+  std::map<std::string, std::string> labels;
+};
+
 class DockerClient {
  public:
   explicit DockerClient(std::string socket_path) : socket_(std::move(socket_path)) {}
@@ -72,6 +77,8 @@ class DockerClient {
   DockerResult<core::Unit> Remove(const std::string& id);
   /// Ids of the containers (running or not) that carry `label` (key or key=value).
   DockerResult<std::vector<std::string>> ListByLabel(const std::string& label);
+  /// The same containers with their labels.
+  DockerResult<std::vector<LabelledContainer>> ListLabelled(const std::string& label);
 
   struct Response {
     unsigned status = 0;

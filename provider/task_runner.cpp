@@ -1,5 +1,6 @@
 #include "provider/task_runner.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -75,7 +76,7 @@ RunOutcome TaskRunner::Run(const Assignment& a, const RunnerHooks& hooks) {
   auto t0 = Clock::now();
   RunOutcome o;
   auto phase = [&](const char* p) {
-    if (hooks.on_phase) hooks.on_phase(p);
+    if (hooks.on_phase) hooks.on_phase(p, o);
   };
   std::mutex log_mutex;  // the watchdog thread may log beside the log stream
   auto log = [&](bool err, std::string_view s) {
@@ -153,10 +154,15 @@ RunOutcome TaskRunner::Run(const Assignment& a, const RunnerHooks& hooks) {
   c.env.push_back("UNIDESK_ATTEMPT=" + std::to_string(a.attempt));
   c.working_dir = "/workspace";
   c.binds = {workspace + ":/workspace"};
-  c.nano_cpus = spec.resources.cpu_millis * 1'000'000;
+  // Docker refuses a CPU limit above the machine's CPUs; a node may declare more (an operator's
+  // resources file), and then the task gets the whole machine.
+  c.nano_cpus = std::min<std::int64_t>(
+      spec.resources.cpu_millis * 1'000'000,
+      static_cast<std::int64_t>(std::max(1u, std::thread::hardware_concurrency())) * 1'000'000'000);
   c.memory_bytes = spec.resources.memory_bytes;
   c.gpu_indices = a.gpu_indices;
   c.labels = {{"unidesk.task", a.task_id}, {"unidesk.attempt", std::to_string(a.attempt)}};
+  if (!s_.node.empty()) c.labels["unidesk.node"] = s_.node;
   auto id = docker.Create(c, "unidesk-" + a.task_id.substr(0, 8) + "-" + std::to_string(a.attempt) +
                                  "-" + core::NewUuid().substr(0, 8));
   if (!id.ok())

@@ -49,12 +49,14 @@ struct RunOutcome {
 };
 
 struct RunnerHooks {
-  std::function<void(const std::string& phase)> on_phase;  // "git", "build", "running"
+  /// "git", "build", "running"; `so_far` holds what is known then (image, flags, timings).
+  std::function<void(const std::string& phase, const RunOutcome& so_far)> on_phase;
   std::function<void(bool is_stderr, std::string_view)> on_log;
   std::function<bool()> cancelled;
 };
 
 struct RunnerSettings {
+  std::string node;  // labels the containers (unidesk.node): an agent reaps only its own
   std::string data_dir;
   std::string docker_socket = "/var/run/docker.sock";
   int stop_grace_s = 10;  // SIGTERM, then SIGKILL after this

@@ -12,7 +12,13 @@ const char* const kTaskColumns =
     "coalesce(to_char(t.finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''), "
     "coalesce(t.cancel_reason, ''), coalesce(t.gpu_indices::text, '[]'), "
     "coalesce(t.queued_ms, -1), t.version, "
-    "coalesce(extract(epoch FROM now() - t.submitted_at)::float8, 0)";
+    "coalesce(extract(epoch FROM now() - t.submitted_at)::float8, 0), "
+    "coalesce(t.phase, ''), coalesce(t.exit_code, -1), coalesce(t.failure_class, ''), "
+    "coalesce(t.blame, ''), coalesce(t.reason, ''), coalesce(t.image, ''), "
+    "coalesce(t.code_fetched::text, 'null'), coalesce(t.env_fetched::text, 'null'), "
+    "coalesce(t.image_built::text, 'null'), coalesce(t.git_ms, -1), coalesce(t.build_ms, -1), "
+    "coalesce(t.prepare_ms, -1), coalesce(t.run_ms, -1), "
+    "coalesce(to_char(t.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '')";
 
 std::string TaskJson(const pqxx::row& r) {
   return core::JsonObject()
@@ -32,6 +38,20 @@ std::string TaskJson(const pqxx::row& r) {
       .Raw("gpu_indices", r[13].c_str())
       .Int("queued_ms", r[14].as<std::int64_t>())
       .Int("version", r[15].as<std::int64_t>())
+      .Str("phase", r[17].c_str())
+      .Int("exit_code", r[18].as<std::int64_t>())
+      .Str("failure_class", r[19].c_str())
+      .Str("blame", r[20].c_str())
+      .Str("reason", r[21].c_str())
+      .Str("image", r[22].c_str())
+      .Raw("code_fetched", r[23].c_str())
+      .Raw("env_fetched", r[24].c_str())
+      .Raw("image_built", r[25].c_str())
+      .Int("git_ms", r[26].as<std::int64_t>())
+      .Int("build_ms", r[27].as<std::int64_t>())
+      .Int("prepare_ms", r[28].as<std::int64_t>())
+      .Int("run_ms", r[29].as<std::int64_t>())
+      .Str("started_at", r[30].c_str())
       .Done();
 }
 

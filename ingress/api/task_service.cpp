@@ -5,6 +5,7 @@
 #include "core/ids.h"
 #include "core/json.h"
 #include "core/pg.h"
+#include "core/task_stream.h"
 
 namespace unidesk::ingress::api {
 
@@ -30,8 +31,6 @@ TaskError FromAppend(const core::TypedError<core::AppendError>& e) {
                  std::string(core::AppendErrorName(e.code)) + ": " + e.message);
   }
 }
-
-const char* const kEnded[] = {"task.cancelled", "task.succeeded", "task.failed", "task.timed_out"};
 
 }  // namespace
 
@@ -112,36 +111,52 @@ core::Result<CancelOutcome, TaskError> CancelTask(const std::string& conninfo,
   try {
     auto conn = core::Connect(conninfo);
     pqxx::work tx(*conn);
-    std::string stream = "task-" + task_id;
     // Under the stream's lock nothing can be appended between this read and the append.
-    core::LockStreamForAppend(tx, stream);
-    auto r = tx.exec_params(
-        "SELECT type, stream_version FROM events WHERE stream_id = $1 ORDER BY stream_version",
-        stream);
-    if (r.empty()) return Err(TaskErrorCode::kNotFound, "no task " + task_id);
-    std::int64_t version = r[r.size() - 1][1].as<std::int64_t>();
-    bool requested = false;
-    for (const auto& row : r) {
-      std::string type = row[0].c_str();
-      for (const char* ended : kEnded) {
-        if (type == ended) {
-          return Err(TaskErrorCode::kConflict,
-                     "task " + task_id + " has ended (" + type.substr(5) + ")");
-        }
-      }
-      requested = requested || type == "task.cancel_requested";
+    core::LoadedTask t = core::LoadTaskLocked(tx, task_id);
+    const core::TaskStatus& s = t.status;
+    if (!s.exists) return Err(TaskErrorCode::kNotFound, "no task " + task_id);
+    if (s.Ended()) {
+      return Err(TaskErrorCode::kConflict, "task " + task_id + " has ended (" + s.state + ")");
     }
-    if (requested) return CancelOutcome{"cancelling", true};
-    core::NewEvent e;
-    e.type = "task.cancel_requested";
-    e.data_json = core::JsonObject().Str("task", task_id).Str("reason", reason).Done();
-    e.metadata = {actor, task_id, "", "cli"};
-    auto a = store.AppendInTransaction(
-        tx, {stream, core::ExpectedVersion::Exactly(version), {e}, std::nullopt});
+    if (s.cancel_requested) return CancelOutcome{"cancelling", true};
+    bool placed = s.AttemptLive();
+    core::TaskDecision d;
+    d.events.push_back({"task.cancel_requested", core::JsonObject()
+                                                     .Str("task", task_id)
+                                                     .Str("reason", reason)
+                                                     .Int("attempt", placed ? s.attempt : 0)
+                                                     .Str("node", placed ? s.node : "")
+                                                     .Done()});
+    auto a = core::ApplyTaskDecision(tx, store, t, d, {actor, task_id, "", "cli"});
     if (!a.ok()) return FromAppend(a.error());
     tx.commit();
     store.NotifyCommitted();
     return CancelOutcome{"cancelling", false};
+  } catch (const pqxx::broken_connection& e) {
+    return Err(TaskErrorCode::kUnavailable, std::string("Postgres unavailable: ") + e.what());
+  }
+}
+
+core::Result<RetryOutcome, TaskError> RetryTask(const std::string& conninfo,
+                                                core::EventStore& store, const std::string& task_id,
+                                                const std::string& actor) {
+  if (!IsTaskId(task_id)) {
+    return Err(TaskErrorCode::kInvalid, "'" + task_id + "' is not a task id (a UUID)", "task");
+  }
+  try {
+    auto conn = core::Connect(conninfo);
+    pqxx::work tx(*conn);
+    core::LoadedTask t = core::LoadTaskLocked(tx, task_id);
+    if (!t.status.exists) return Err(TaskErrorCode::kNotFound, "no task " + task_id);
+    core::TaskDecision d = core::DecideManualRetry(t.status, actor);
+    if (!d.rejected.empty()) {
+      return Err(TaskErrorCode::kConflict, "task " + task_id + ": " + d.rejected);
+    }
+    auto a = core::ApplyTaskDecision(tx, store, t, d, {actor, task_id, "", "cli"});
+    if (!a.ok()) return FromAppend(a.error());
+    tx.commit();
+    store.NotifyCommitted();
+    return RetryOutcome{t.status.attempt + 1, t.status.state};
   } catch (const pqxx::broken_connection& e) {
     return Err(TaskErrorCode::kUnavailable, std::string("Postgres unavailable: ") + e.what());
   }

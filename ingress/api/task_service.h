@@ -1,5 +1,5 @@
 #pragma once
-// Task commands of the core API: submit and cancel. Each is one event appended under the
+// Task commands of the core API: submit, cancel and retry. Each is one event appended under the
 // task stream's rules; the CLI calls these now, the REST routes (/api/v1/tasks) will too.
 
 #include <string>
@@ -55,6 +55,15 @@ core::Result<CancelOutcome, TaskError> CancelTask(const std::string& conninfo,
                                                   const std::string& task_id,
                                                   const std::string& reason,
                                                   const std::string& actor);
+
+struct RetryOutcome {
+  int next_attempt = 0;
+  std::string ended_as;  // the state the task had ended in
+};
+/// Records task.requeued for an ended task: the scheduler places attempt `next_attempt`.
+core::Result<RetryOutcome, TaskError> RetryTask(const std::string& conninfo,
+                                                core::EventStore& store, const std::string& task_id,
+                                                const std::string& actor);
 
 /// True for a task id in canonical UUID form.
 bool IsTaskId(const std::string& id);

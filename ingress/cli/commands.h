@@ -1,10 +1,12 @@
 #pragma once
 // The CLI's commands. Each returns the process exit code (0 ok, 1 failed, 2 usage, 3 schema).
 
+#include <pqxx/pqxx>
 #include <string>
 
 #include "core/event_catalogue.h"
 #include "core/log.h"
+#include "core/result.h"
 #include "ingress/cli/args.h"
 
 namespace unidesk::ingress {
@@ -30,6 +32,15 @@ int RunTasksSubmit(const CliContext& ctx, const Args& args);
 int RunTasksList(const CliContext& ctx, const Args& args);
 int RunTasksShow(const CliContext& ctx, const Args& args);
 int RunTasksCancel(const CliContext& ctx, const Args& args);
+int RunTasksRetry(const CliContext& ctx, const Args& args);
+int RunTasksLogs(const CliContext& ctx, const Args& args);
+/// Why a reference or an input is unusable (a Result's error beside a string value).
+struct CliProblem {
+  std::string message;
+};
+/// The id of the task `ref` names: a full id, or a unique prefix of at least 4 characters.
+core::Result<std::string, CliProblem> ResolveTaskRef(pqxx::transaction_base& tx,
+                                                     const std::string& ref);
 
 /// Prints "unidesk: <message>" to stderr and returns `code`: the one place errors leave the CLI.
 int Fail(const std::string& message, int code = 1);

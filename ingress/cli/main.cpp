@@ -35,6 +35,9 @@ constexpr const char* kUsage =
     "  tasks list [--state S] [--limit N] [--json]   newest first, with why a task waits\n"
     "  tasks show ID [--json]                 one task (ID: the id or a unique prefix)\n"
     "  tasks cancel ID [--reason R] [--json]  ask to cancel a task\n"
+    "  tasks retry ID [--json]                another attempt of an ended task\n"
+    "  tasks logs ID [--attempt N] [--follow] [--json]\n"
+    "                                         the output (build, stdout, stderr) of an attempt\n"
     "  version                                print the version and commit\n"
     "\n"
     "The database comes from --db, else $UNIDESK_DB, else the local cluster of ops/up\n"
@@ -51,7 +54,8 @@ int main(int argc, char** argv) {
                                                    "dockerfile",  "cpu",          "memory-mb",
                                                    "gpus",        "env",          "priority",
                                                    "timeout",     "max-attempts", "idempotency-key",
-                                                   "state",       "reason",       "grace"},
+                                                   "state",       "reason",       "grace",
+                                                   "attempt"},
                                    {"json", "follow", "help", "version", "allow-file-urls"});
   if (!parsed.ok()) return ingress::Fail(parsed.error() + "\n" + kUsage, 2);
   const ingress::Args& args = parsed.value();
@@ -86,5 +90,7 @@ int main(int argc, char** argv) {
   if (cmd == "tasks list" && pos.size() == 2) return ingress::RunTasksList(ctx, args);
   if (cmd == "tasks show" && pos.size() == 3) return ingress::RunTasksShow(ctx, args);
   if (cmd == "tasks cancel" && pos.size() == 3) return ingress::RunTasksCancel(ctx, args);
+  if (cmd == "tasks retry" && pos.size() == 3) return ingress::RunTasksRetry(ctx, args);
+  if (cmd == "tasks logs" && pos.size() == 3) return ingress::RunTasksLogs(ctx, args);
   return ingress::Fail("unknown command '" + cmd + "'\n" + kUsage, 2);
 }

@@ -1,4 +1,4 @@
-// `unidesk tasks submit|list|show|cancel`: tasks through the core API's task service, and the
+// `unidesk tasks submit|list|show|cancel|retry`: tasks through the core API's task service, and the
 // `tasks` read model.
 
 #include <cstdio>
@@ -128,18 +128,6 @@ core::Result<std::string, Problem> SubmissionFrom(const Args& args) {
   return core::MergeJsonObjects(base, o.Done());
 }
 
-/// The id of the task `ref` names: a full id, or a unique prefix of at least 4 characters.
-core::Result<std::string, Problem> ResolveTask(pqxx::transaction_base& tx, const std::string& ref) {
-  if (api::IsTaskId(ref)) return ref;
-  bool hex = ref.size() >= 4 && ref.size() < 36 &&
-             ref.find_first_not_of("0123456789abcdef-") == std::string::npos;
-  if (!hex) return Problem{"'" + ref + "' is not a task id"};
-  auto r = tx.exec_params("SELECT id::text FROM tasks WHERE id::text LIKE $1 || '%' LIMIT 2", ref);
-  if (r.empty()) return Problem{"no task " + ref + " (`unidesk tasks list`)"};
-  if (r.size() > 1) return Problem{"'" + ref + "' names more than one task; give more of it"};
-  return std::string(r[0][0].c_str());
-}
-
 std::string Age(double s) {
   char buf[32];
   if (s < 120) {
@@ -160,11 +148,30 @@ std::string Situation(const pqxx::row& r) {
   std::string reason = r[6].c_str();
   if (state == "queued") return reason.empty() ? "queued" : "waiting: " + reason;
   if (state == "assigned") return "assigned to " + std::string(r[4].c_str());
+  if (state == "preparing")
+    return "preparing (" + std::string(r[17].c_str()) + ") on " + r[4].c_str();
+  if (state == "accepted" || state == "running") return state + " on " + r[4].c_str();
+  if (r[21].size() && (state == "failed" || state == "timed_out" || state == "lost")) {
+    return state + ": " + r[21].c_str();
+  }
   if (state == "cancelled" && r[12].size()) return "cancelled: " + std::string(r[12].c_str());
   return state;
 }
 
 }  // namespace
+
+/// The id of the task `ref` names: a full id, or a unique prefix of at least 4 characters.
+core::Result<std::string, CliProblem> ResolveTaskRef(pqxx::transaction_base& tx,
+                                                     const std::string& ref) {
+  if (api::IsTaskId(ref)) return ref;
+  bool hex = ref.size() >= 4 && ref.size() < 36 &&
+             ref.find_first_not_of("0123456789abcdef-") == std::string::npos;
+  if (!hex) return CliProblem{"'" + ref + "' is not a task id"};
+  auto r = tx.exec_params("SELECT id::text FROM tasks WHERE id::text LIKE $1 || '%' LIMIT 2", ref);
+  if (r.empty()) return CliProblem{"no task " + ref + " (`unidesk tasks list`)"};
+  if (r.size() > 1) return CliProblem{"'" + ref + "' names more than one task; give more of it"};
+  return std::string(r[0][0].c_str());
+}
 
 int RunTasksSubmit(const CliContext& ctx, const Args& args) {
   auto body = SubmissionFrom(args);
@@ -243,7 +250,7 @@ int RunTasksShow(const CliContext& ctx, const Args& args) {
   try {
     auto conn = core::Connect(ctx.conninfo);
     pqxx::read_transaction tx(*conn);
-    auto id = ResolveTask(tx, args.positional.at(2));
+    auto id = ResolveTaskRef(tx, args.positional.at(2));
     if (!id.ok()) return Fail(id.error().message);
     auto rows = tx.exec_params(
         std::string("SELECT ") + api::kTaskColumns + " FROM tasks t WHERE t.id = $1::uuid",
@@ -271,7 +278,19 @@ int RunTasksShow(const CliContext& ctx, const Args& args) {
       std::printf("attempt:       %s on %s (GPUs %s), assigned %s after %s ms queued\n",
                   r[5].c_str(), r[4].c_str(), r[13].c_str(), r[10].c_str(), r[14].c_str());
     }
+    if (r[30].size()) {
+      std::printf("started:       %s (prepare %s ms: git %s ms%s, build %s ms%s)\n", r[30].c_str(),
+                  r[28].c_str(), r[26].c_str(),
+                  std::string(r[23].c_str()) == "true" ? " fetched" : " cached", r[27].c_str(),
+                  std::string(r[25].c_str()) == "true" ? " built" : ", image reused");
+    }
     if (r[11].size()) std::printf("finished:      %s\n", r[11].c_str());
+    if (r[18].as<int>() >= 0) std::printf("exit code:     %s\n", r[18].c_str());
+    if (r[19].size()) {
+      std::printf("failure:       %s (%s): %s\n", r[19].c_str(), r[20].c_str(), r[21].c_str());
+    }
+    std::printf("logs:          unidesk tasks logs %s\n",
+                std::string(r[0].c_str()).substr(0, 8).c_str());
     std::printf("events:        unidesk events tail --stream task-%s\n", r[0].c_str());
     return 0;
   } catch (const pqxx::broken_connection& e) {
@@ -287,7 +306,7 @@ int RunTasksCancel(const CliContext& ctx, const Args& args) {
     {
       auto conn = core::Connect(ctx.conninfo);
       pqxx::read_transaction tx(*conn);
-      auto resolved = ResolveTask(tx, args.positional.at(2));
+      auto resolved = ResolveTaskRef(tx, args.positional.at(2));
       if (!resolved.ok()) {
         return TaskFail(args, {api::TaskErrorCode::kNotFound, "", resolved.error().message});
       }
@@ -307,6 +326,42 @@ int RunTasksCancel(const CliContext& ctx, const Args& args) {
     } else {
       std::printf("task %s: cancel %s\n", id.c_str(),
                   r.value().already ? "was requested already" : "requested");
+    }
+    return 0;
+  } catch (const pqxx::broken_connection& e) {
+    return Fail(DatabaseDown(ctx.conninfo, e));
+  } catch (const std::exception& e) {
+    return Fail(e.what());
+  }
+}
+
+int RunTasksRetry(const CliContext& ctx, const Args& args) {
+  try {
+    std::string id;
+    {
+      auto conn = core::Connect(ctx.conninfo);
+      pqxx::read_transaction tx(*conn);
+      auto resolved = ResolveTaskRef(tx, args.positional.at(2));
+      if (!resolved.ok()) {
+        return TaskFail(args, {api::TaskErrorCode::kNotFound, "", resolved.error().message});
+      }
+      id = resolved.value();
+    }
+    auto store = MakeTaskStore(ctx);
+    auto r = api::RetryTask(ctx.conninfo, store, id, ctx.actor);
+    store.Stop();
+    if (!r.ok()) return TaskFail(args, r.error());
+    if (args.Has("json")) {
+      std::printf("%s\n", core::JsonObject()
+                              .Str("task", id)
+                              .Str("state", "queued")
+                              .Int("next_attempt", r.value().next_attempt)
+                              .Str("ended_as", r.value().ended_as)
+                              .Done()
+                              .c_str());
+    } else {
+      std::printf("task %s (%s): attempt %d queued\n", id.c_str(), r.value().ended_as.c_str(),
+                  r.value().next_attempt);
     }
     return 0;
   } catch (const pqxx::broken_connection& e) {

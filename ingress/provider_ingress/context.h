@@ -10,6 +10,7 @@
 #include "ingress/provider_ingress/ingress_store.h"
 #include "ingress/provider_ingress/session_registry.h"
 #include "ingress/provider_ingress/settings.h"
+#include "ingress/provider_ingress/task_dispatch.h"
 #include "ingress/provider_ingress/token_bucket.h"
 
 namespace unidesk::ingress {
@@ -20,6 +21,7 @@ struct IngressContext {
   IngressSettings settings;
   std::string ingress_id;
   IngressStore& store;
+  TaskDispatch& tasks;
   SessionRegistry& registry;
   HeartbeatBatcher& heartbeats;
   boost::asio::thread_pool& db;  // blocking Postgres work runs here, never on socket threads

@@ -15,9 +15,6 @@ namespace proto = core::protocol;
 
 namespace {
 
-/// One connection per database thread (and per database, for tests running several servers).
-thread_local std::map<std::string, std::unique_ptr<pqxx::connection>> tl_connections;
-
 StoreFailure Unavailable(const std::exception& e) {
   return StoreFailure{StoreError::kUnavailable, std::string("database unavailable: ") + e.what()};
 }
@@ -44,14 +41,27 @@ core::NewEvent Event(std::string type, std::string data, core::EventMetadata met
 IngressStore::IngressStore(std::string conninfo, std::string ingress_id, core::EventStore& events)
     : conninfo_(std::move(conninfo)), ingress_id_(std::move(ingress_id)), events_(events) {}
 
-pqxx::connection& IngressStore::Db() {
-  auto& c = tl_connections[conninfo_];
-  if (!c || !c->is_open()) c = core::Connect(conninfo_);
+namespace {
+/// One connection per database thread (and per database, for tests running several servers).
+thread_local std::map<std::string, std::unique_ptr<pqxx::connection>> tl_connections;
+}  // namespace
+
+pqxx::connection& ThreadConnection(const std::string& conninfo) {
+  auto& c = tl_connections[conninfo];
+  if (!c || !c->is_open()) c = core::Connect(conninfo);
   return *c;
 }
 
+void DropThreadConnectionIfLost(const std::string& conninfo, const std::exception& e) {
+  if (core::IsConnectionLost(e)) tl_connections.erase(conninfo);
+}
+
+StoreFailure StoreUnavailable(const std::exception& e) { return Unavailable(e); }
+
+pqxx::connection& IngressStore::Db() { return ThreadConnection(conninfo_); }
+
 void IngressStore::DropConnectionIfLost(const std::exception& e) {
-  if (core::IsConnectionLost(e)) tl_connections.erase(conninfo_);
+  DropThreadConnectionIfLost(conninfo_, e);
 }
 
 core::EventMetadata IngressStore::NodeMetadata(const std::string& node,
@@ -168,7 +178,7 @@ core::Result<std::string, StoreFailure> IngressStore::RecordReport(const std::st
                                                                    const std::string& session,
                                                                    const proto::Report& report) {
   if (report.kind != "resources") {
-    std::string why = "unknown report kind '" + report.kind + "'";
+    std::string why = "unknown report kind '" + report.kind + "' (resources, task, log)";
     RecordRejection({"unknown_report_kind", why, 0, "", node, session});
     return why;
   }

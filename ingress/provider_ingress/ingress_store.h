@@ -52,6 +52,12 @@ struct Rejection {
   std::string session;
 };
 
+/// The calling database thread's connection to `conninfo` (opened on first use or after loss).
+pqxx::connection& ThreadConnection(const std::string& conninfo);
+/// Forgets the thread's connection when `e` says it was lost.
+void DropThreadConnectionIfLost(const std::string& conninfo, const std::exception& e);
+StoreFailure StoreUnavailable(const std::exception& e);
+
 class IngressStore {
  public:
   IngressStore(std::string conninfo, std::string ingress_id, core::EventStore& events);

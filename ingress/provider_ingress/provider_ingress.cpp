@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <boost/asio/post.hpp>
+
 #include "core/ids.h"
 #include "core/json.h"
 #include "ingress/provider_ingress/http_front.h"
@@ -26,10 +28,12 @@ ProviderIngress::ProviderIngress(IngressSettings settings, const std::string& co
       log_(log),
       db_(static_cast<std::size_t>(settings.db_threads)),
       store_(conninfo, id_, events),
+      tasks_(conninfo, events, store_),
       heartbeats_(store_, registry_, settings.heartbeat_flush, log),
       ctx_{settings,
            id_,
            store_,
+           tasks_,
            registry_,
            heartbeats_,
            db_,
@@ -41,7 +45,8 @@ ProviderIngress::ProviderIngress(IngressSettings settings, const std::string& co
            TokenBucket(20, 200),
            0},
       tail_(
-          conninfo, catalogue, {"node.token_revoked", "node.connected"},
+          conninfo, catalogue,
+          {"node.token_revoked", "node.connected", "task.assigned", "task.cancel_requested"},
           [this](const core::RecordedEvent& e) { OnBusEvent(e); }, log) {}
 
 ProviderIngress::~ProviderIngress() { Stop(); }
@@ -68,7 +73,29 @@ void ProviderIngress::OnBusEvent(const core::RecordedEvent& e) {
   auto node = data.Str("node");
   if (!node) return;
   auto session = registry_.Find(*node);
-  if (!session || e.position.value < session->connected_position()) return;
+  if (!session) return;
+  if (e.type == "task.assigned" || e.type == "task.cancel_requested") {
+    // Also for events older than the session: the agent ignores what it already has.
+    auto task = data.Str("task").value_or("");
+    auto attempt = data.Int("attempt").value_or(0);
+    if (attempt <= 0) return;  // a cancel before placement: the scheduler ends it
+    if (e.type == "task.cancel_requested") {
+      session->Send(core::protocol::Write(
+          core::protocol::Cancel{task, attempt, data.Str("reason").value_or("")}));
+      return;
+    }
+    boost::asio::post(db_, [this, session, task, attempt, node = *node] {
+      auto frame = tasks_.AssignFrame(task, attempt, node);
+      if (!frame.ok()) {
+        // Not lost: the agent gets it with the catch-up after its next hello.
+        log_->warn("node {}: assignment of {} not sent: {}", node, task, frame.error().message);
+      } else if (frame.value()) {
+        session->Send(*frame.value());
+      }
+    });
+    return;
+  }
+  if (e.position.value < session->connected_position()) return;
   if (e.type == "node.token_revoked") {
     session->Close(core::protocol::CloseCode::kRevoked, "the node's token was revoked");
   } else if (e.type == "node.connected" && data.Str("session") != session->session_id()) {

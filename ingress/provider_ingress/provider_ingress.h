@@ -16,6 +16,7 @@
 #include "ingress/provider_ingress/context.h"
 #include "ingress/provider_ingress/heartbeat_batcher.h"
 #include "ingress/provider_ingress/settings.h"
+#include "ingress/provider_ingress/task_dispatch.h"
 
 namespace unidesk::ingress {
 
@@ -42,6 +43,7 @@ class ProviderIngress {
   boost::asio::io_context ioc_;
   boost::asio::thread_pool db_;
   IngressStore store_;
+  TaskDispatch tasks_;
   SessionRegistry registry_;
   HeartbeatBatcher heartbeats_;
   IngressContext ctx_;

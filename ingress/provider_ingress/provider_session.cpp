@@ -149,6 +149,7 @@ void ProviderSession::OnHello(proto::Hello hello) {
           proto::Welcome{hello.id, self->session_, self->id_.node,
                          static_cast<std::int64_t>(self->ctx_.settings.heartbeat_interval.count()),
                          UNIDESK_VERSION}));
+      self->CatchUp(hello.running_tasks_json);
       self->DoRead();
     });
   });
@@ -156,17 +157,44 @@ void ProviderSession::OnHello(proto::Hello hello) {
 
 void ProviderSession::OnReport(proto::Report report) {
   net::post(ctx_.db, [self = shared_from_this(), report = std::move(report)] {
-    auto applied = self->ctx_.store.RecordReport(self->id_.node, self->session_, report);
+    core::Result<ReportApplied, StoreFailure> applied = ReportApplied{};
+    if (report.kind == "task") {
+      applied = self->ctx_.tasks.RecordTaskReport(self->id_.node, self->session_, report);
+    } else if (report.kind == "log") {
+      applied = self->ctx_.tasks.RecordLogReport(self->id_.node, self->session_, report);
+    } else {
+      auto r = self->ctx_.store.RecordReport(self->id_.node, self->session_, report);
+      if (r.ok()) {
+        applied = ReportApplied{r.value(), std::nullopt};
+      } else {
+        applied = r.error();
+      }
+    }
     net::dispatch(self->ws_.get_executor(), [self, report, applied = std::move(applied)] {
       if (!applied.ok()) {
         // Not acknowledged: the agent keeps it in its outbox and sends it again.
         self->Send(proto::Write(proto::Error{report.id, "unavailable", applied.error().message}));
         self->CloseOnStrand(CloseCode::kTryAgainLater, "cannot record reports; retry later");
       } else {
-        self->Send(proto::Write(proto::Ack{report.outbox, report.seq, applied.value()}));
+        self->Send(proto::Write(proto::Ack{report.outbox, report.seq, applied.value().rejected}));
+        if (applied.value().stop) self->Send(proto::Write(*applied.value().stop));
       }
       self->DoRead();
     });
+  });
+}
+
+void ProviderSession::CatchUp(std::string running_tasks_json) {
+  net::post(ctx_.db, [self = shared_from_this(), running = std::move(running_tasks_json)] {
+    auto frames = self->ctx_.tasks.CatchUp(self->id_.node, running);
+    if (!frames.ok()) {
+      // The session goes on; what was not sent now is sent after the next hello, and an
+      // assignment nobody acknowledges is moved by the scheduler.
+      self->ctx_.log->warn("node {}: task catch-up not sent: {}", self->id_.node,
+                           frames.error().message);
+      return;
+    }
+    for (auto& f : frames.value()) self->Send(std::move(f));
   });
 }
 

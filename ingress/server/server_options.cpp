@@ -10,7 +10,7 @@ const std::set<std::string> kServerOptionFlags = {
     "public",        "ready-file",     "heartbeat-interval", "idle-timeout",
     "suspect-after", "offline-after",  "dormant-after",      "grace",
     "monitor-tick",  "messages-per-s", "accepts-per-s",      "schedule-interval",
-    "api",           "api-ready-file"};
+    "api",           "api-ready-file", "accept-timeout"};
 
 const char* const kServerOptionsUsage =
     "ingress and monitor options (durations: 250ms, 15s, 2m, 1h, 7d):\n"
@@ -25,6 +25,7 @@ const char* const kServerOptionsUsage =
     "  --messages-per-s N        per-session message rate limit (50, burst 4x)\n"
     "  --accepts-per-s N         new sessions a second before 503 + Retry-After (500)\n"
     "  --schedule-interval D     between scheduling passes (100ms)\n"
+    "  --accept-timeout D        an assignment unacknowledged this long is lost (30s)\n"
     "  --api HOST:PORT           the core API's listener, internal only (127.0.0.1:8471)\n"
     "  --api-ready-file PATH     write the bound API port there once listening\n"
     "  --allow-file-urls         tasks may use file:// repositories (single machine, tests)\n"
@@ -74,6 +75,7 @@ core::Result<ServerOptions, std::string> ParseServerOptions(const Args& args) {
     if (auto err = duration(flag, *target)) return *err;
   }
   if (auto err = duration("schedule-interval", o.scheduler.interval)) return *err;
+  if (auto err = duration("accept-timeout", o.scheduler.accept_timeout)) return *err;
   o.ingress.heartbeat_interval = l.heartbeat_interval;
   o.ingress.idle_timeout = 2 * l.heartbeat_interval;
   if (auto err = duration("idle-timeout", o.ingress.idle_timeout)) return *err;

@@ -55,3 +55,42 @@ TEST_CASE("server messages and names") {
   CHECK(IsValidLabelKey("k8s.io/zone"));
   CHECK(!IsValidLabelKey("a b"));
 }
+
+TEST_CASE("assign and cancel round-trip; task and log reports parse strictly") {
+  auto a = ParseServerMessage(Write(Assign{"t-1", 2, R"({"command":["true"]})", {0, 3}}));
+  REQUIRE(a.ok());
+  const auto& as = std::get<Assign>(a.value());
+  CHECK(as.task == "t-1");
+  CHECK(as.attempt == 2);
+  CHECK(as.spec_json == R"({"command":["true"]})");
+  CHECK(as.gpu_indices == std::vector<int>{0, 3});
+  auto c = ParseServerMessage(Write(Cancel{"t-1", 2, "no longer needed"}));
+  REQUIRE(c.ok());
+  CHECK(std::get<Cancel>(c.value()).reason == "no longer needed");
+  CHECK_FALSE(
+      ParseServerMessage(R"({"type":"assign","task":"t","attempt":0,"spec":{},"gpu_indices":[]})")
+          .ok());
+
+  TaskReport r;
+  r.task = "t-1";
+  r.attempt = 1;
+  r.state = "running";
+  r.image_built = true;
+  r.prepare_ms = 12;
+  auto back = ParseTaskReport(ToJson(r));
+  REQUIRE(back.ok());
+  CHECK(back.value().image_built);
+  CHECK(back.value().prepare_ms == 12);
+  CHECK(back.value().exit_code == -1);
+  CHECK_FALSE(ParseTaskReport(R"({"task":"t","attempt":1,"state":"exploded"})").ok());
+  CHECK_FALSE(ParseTaskReport(R"({"task":"t","attempt":0,"state":"running"})").ok());
+
+  LogChunk chunk{"t-1", 1, 7, "stdout", "hello\n"};
+  auto lc = ParseLogChunk(ToJson(chunk));
+  REQUIRE(lc.ok());
+  CHECK(lc.value().seq == 7);
+  CHECK(lc.value().text == "hello\n");
+  CHECK_FALSE(ParseLogChunk(R"({"task":"t","attempt":1,"seq":1,"stream":"tty","text":""})").ok());
+  std::string big(kMaxLogChunkBytes + 1, 'x');
+  CHECK_FALSE(ParseLogChunk(ToJson(LogChunk{"t", 1, 1, "stdout", big})).ok());
+}

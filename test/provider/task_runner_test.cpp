@@ -120,7 +120,7 @@ Run Execute(const Assignment& a, const std::string& data_dir, std::function<bool
   s.stop_grace_s = 1;
   Run r;
   RunnerHooks hooks;
-  hooks.on_phase = [&](const std::string& p) { r.phases.push_back(p); };
+  hooks.on_phase = [&](const std::string& p, const RunOutcome&) { r.phases.push_back(p); };
   hooks.on_log = [&](bool e, std::string_view v) { (e ? r.err : r.out).append(v); };
   hooks.cancelled = std::move(cancelled);
   r.outcome = TaskRunner(s).Run(a, hooks);
@@ -215,7 +215,9 @@ TEST_CASE("faults end with the class and reason a person would expect") {
     s.data_dir = data;
     s.docker_socket = F().socket;
     RunnerHooks h;
-    h.on_phase = [&](const std::string& p) { building = building || p == "build"; };
+    h.on_phase = [&](const std::string& p, const RunOutcome&) {
+      building = building || p == "build";
+    };
     h.cancelled = [&] {
       return building && std::chrono::steady_clock::now() - t0 > std::chrono::seconds(3);
     };

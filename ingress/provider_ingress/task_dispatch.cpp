@@ -1,0 +1,219 @@
+#include "ingress/provider_ingress/task_dispatch.h"
+
+#include <rapidjson/document.h>
+
+#include <set>
+#include <utility>
+
+#include "core/ids.h"
+#include "core/json.h"
+#include "core/task_stream.h"
+
+namespace unidesk::ingress {
+
+namespace proto = core::protocol;
+
+namespace {
+
+std::string ReportKey(const std::string& node, const proto::Report& r) {
+  return "report/" + node + "/" + r.outbox + "/" + std::to_string(r.seq);
+}
+
+core::EventMetadata NodeMeta(const std::string& node, const std::string& task) {
+  return {"node:" + node, task, "", "server/ingress"};
+}
+
+/// "[0,2]" -> {0, 2}.
+std::vector<int> IntList(const std::string& json) {
+  std::vector<int> out;
+  rapidjson::Document d;
+  d.Parse(json.c_str());
+  if (!d.IsArray()) return out;
+  for (const auto& v : d.GetArray()) {
+    if (v.IsInt()) out.push_back(v.GetInt());
+  }
+  return out;
+}
+
+std::string AssignText(const std::string& task, std::int64_t attempt, const std::string& spec,
+                       const std::string& gpus_json) {
+  return proto::Write(proto::Assign{task, attempt, spec, IntList(gpus_json)});
+}
+
+}  // namespace
+
+TaskDispatch::TaskDispatch(std::string conninfo, core::EventStore& events, IngressStore& store)
+    : conninfo_(std::move(conninfo)), events_(events), store_(store) {}
+
+pqxx::connection& TaskDispatch::Db() { return ThreadConnection(conninfo_); }
+
+bool TaskDispatch::KeySeen(pqxx::transaction_base& tx, const std::string& key) {
+  return !tx.exec_params("SELECT 1 FROM idempotency_keys WHERE key = $1", key).empty();
+}
+
+ReportApplied TaskDispatch::Reject(const std::string& node, const std::string& session,
+                                   const std::string& reason, const std::string& why,
+                                   std::optional<proto::Cancel> stop) {
+  store_.RecordRejection({reason, why, 0, "", node, session});
+  return ReportApplied{why, std::move(stop)};
+}
+
+core::Result<ReportApplied, StoreFailure> TaskDispatch::RecordTaskReport(
+    const std::string& node, const std::string& session, const proto::Report& report) {
+  auto parsed = proto::ParseTaskReport(report.body_json);
+  if (!parsed.ok()) {
+    return Reject(node, session, "bad_report", "bad task report: " + parsed.error().message, {});
+  }
+  const proto::TaskReport& r = parsed.value();
+  if (!core::IsUuid(r.task)) {
+    return Reject(node, session, "bad_report", "bad task report: '" + r.task + "' is not a task id",
+                  {});
+  }
+  std::string key = ReportKey(node, report);
+  try {
+    pqxx::work tx(Db());
+    core::LoadedTask t = core::LoadTaskLocked(tx, r.task);
+    if (KeySeen(tx, key)) return ReportApplied{};  // a resend after a lost ack
+    core::TaskDecision d = core::DecideReport(t.status, node, r);
+    if (!d.rejected.empty()) {
+      tx.abort();
+      // The node runs something the server does not: it is told to stop it.
+      return Reject(node, session, "stale_report",
+                    "task " + r.task + " attempt " + std::to_string(r.attempt) + ": " + d.rejected,
+                    proto::Cancel{r.task, r.attempt, "the server no longer runs this attempt"});
+    }
+    if (d.events.empty()) return ReportApplied{};  // a repeat, or older than what is known
+    auto a = core::ApplyTaskDecision(tx, events_, t, d, NodeMeta(node, r.task), key);
+    if (!a.ok()) {
+      bool transient = a.error().code == core::AppendError::kUnavailable ||
+                       a.error().code == core::AppendError::kCommitUnknown ||
+                       a.error().code == core::AppendError::kStopped;
+      std::string why =
+          std::string(core::AppendErrorName(a.error().code)) + ": " + a.error().message;
+      if (transient) return StoreFailure{StoreError::kUnavailable, why};
+      tx.abort();
+      return Reject(node, session, "report_refused", why, {});
+    }
+    tx.commit();
+    events_.NotifyCommitted();
+    return ReportApplied{};
+  } catch (const std::exception& e) {
+    DropThreadConnectionIfLost(conninfo_, e);
+    return StoreUnavailable(e);
+  }
+}
+
+core::Result<ReportApplied, StoreFailure> TaskDispatch::RecordLogReport(
+    const std::string& node, const std::string& session, const proto::Report& report) {
+  auto parsed = proto::ParseLogChunk(report.body_json);
+  if (!parsed.ok()) {
+    return Reject(node, session, "bad_report", "bad log report: " + parsed.error().message, {});
+  }
+  const proto::LogChunk& c = parsed.value();
+  if (!core::IsUuid(c.task)) {
+    return Reject(node, session, "bad_report", "bad log report: '" + c.task + "' is not a task id",
+                  {});
+  }
+  std::string key = ReportKey(node, report);
+  try {
+    {
+      pqxx::read_transaction tx(Db());
+      if (KeySeen(tx, key)) return ReportApplied{};
+      auto live = tx.exec_params(
+          "SELECT 1 FROM scheduler_placements WHERE task_id = $1::uuid AND attempt = $2 "
+          "AND node = $3",
+          c.task, c.attempt, node);
+      if (live.empty()) {
+        return Reject(node, session, "stale_report",
+                      "log of task " + c.task + " attempt " + std::to_string(c.attempt) +
+                          ": the attempt is not live on this node",
+                      proto::Cancel{c.task, c.attempt, "the server no longer runs this attempt"});
+      }
+    }
+  } catch (const std::exception& e) {
+    DropThreadConnectionIfLost(conninfo_, e);
+    return StoreUnavailable(e);
+  }
+  core::AppendRequest req;
+  req.stream_id = "tasklog-" + c.task;
+  req.idempotency_key = key;
+  core::NewEvent e;
+  e.type = "task.log";
+  e.data_json = proto::ToJson(c);
+  e.metadata = NodeMeta(node, c.task);
+  req.events.push_back(std::move(e));
+  auto r = store_.Append(std::move(req));
+  if (!r.ok() && r.error().code == StoreError::kRefused) {
+    return Reject(node, session, "report_refused", r.error().message, {});
+  }
+  if (!r.ok()) return r.error();
+  return ReportApplied{};
+}
+
+core::Result<std::vector<std::string>, StoreFailure> TaskDispatch::CatchUp(
+    const std::string& node, const std::string& running_tasks_json) {
+  std::vector<std::string> out;
+  std::set<std::pair<std::string, std::int64_t>> placed;
+  try {
+    pqxx::read_transaction tx(Db());
+    for (const auto& row : tx.exec_params(
+             "SELECT p.task_id::text, p.attempt, array_to_json(p.gpu_indices)::text, "
+             "  (SELECT e.data->'spec' FROM events e WHERE e.stream_id = 'task-' || p.task_id "
+             "     AND e.type = 'task.submitted')::text, "
+             "  (SELECT e.data->>'reason' FROM events e WHERE e.stream_id = 'task-' || p.task_id "
+             "     AND e.type = 'task.cancel_requested' "
+             "     AND (e.data->>'attempt')::int = p.attempt LIMIT 1) "
+             "FROM scheduler_placements p WHERE p.node = $1 ORDER BY p.placed_at",
+             node)) {
+      std::string task = row[0].as<std::string>();
+      std::int64_t attempt = row[1].as<std::int64_t>();
+      placed.insert({task, attempt});
+      out.push_back(
+          AssignText(task, attempt, row[3].is_null() ? "{}" : row[3].c_str(), row[2].c_str()));
+      if (!row[4].is_null()) {
+        out.push_back(proto::Write(proto::Cancel{task, attempt, row[4].as<std::string>()}));
+      }
+    }
+  } catch (const std::exception& e) {
+    DropThreadConnectionIfLost(conninfo_, e);
+    return StoreUnavailable(e);
+  }
+  rapidjson::Document d;
+  d.Parse(running_tasks_json.c_str());
+  if (d.IsArray()) {
+    for (const auto& v : d.GetArray()) {
+      if (!v.IsObject() || !v.HasMember("task") || !v["task"].IsString() ||
+          !v.HasMember("attempt") || !v["attempt"].IsInt64()) {
+        continue;
+      }
+      std::pair<std::string, std::int64_t> k{v["task"].GetString(), v["attempt"].GetInt64()};
+      if (!placed.count(k)) {
+        out.push_back(proto::Write(
+            proto::Cancel{k.first, k.second, "the server no longer runs this attempt"}));
+      }
+    }
+  }
+  return out;
+}
+
+core::Result<std::optional<std::string>, StoreFailure> TaskDispatch::AssignFrame(
+    const std::string& task, std::int64_t attempt, const std::string& node) {
+  try {
+    pqxx::read_transaction tx(Db());
+    auto r = tx.exec_params(
+        "SELECT array_to_json(p.gpu_indices)::text, "
+        "  (SELECT e.data->'spec' FROM events e WHERE e.stream_id = 'task-' || p.task_id "
+        "     AND e.type = 'task.submitted')::text "
+        "FROM scheduler_placements p WHERE p.task_id = $1::uuid AND p.attempt = $2 "
+        "AND p.node = $3",
+        task, attempt, node);
+    if (r.empty()) return std::optional<std::string>();
+    return std::optional<std::string>(
+        AssignText(task, attempt, r[0][1].is_null() ? "{}" : r[0][1].c_str(), r[0][0].c_str()));
+  } catch (const std::exception& e) {
+    DropThreadConnectionIfLost(conninfo_, e);
+    return StoreUnavailable(e);
+  }
+}
+
+}  // namespace unidesk::ingress

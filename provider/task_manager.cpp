@@ -1,0 +1,302 @@
+#include "provider/task_manager.h"
+
+#include <chrono>
+#include <cstdint>
+
+#include "core/json.h"
+#include "core/task_spec.h"
+#include "provider/docker_client.h"
+#include "provider/utf8.h"
+
+namespace unidesk::provider {
+
+namespace proto = core::protocol;
+
+namespace {
+
+/// Output kept per attempt; past it one line says the rest was dropped. The log lives in the
+/// event log, so a task printing without end must not fill the server's disk.
+constexpr std::int64_t kMaxLogBytesPerAttempt = 64LL << 20;
+constexpr auto kFlushEvery = std::chrono::milliseconds(250);
+
+enum Stop : int { kRun = 0, kCancelled = 1, kLost = 2 };
+
+}  // namespace
+
+struct TaskManager::Attempt {
+  proto::Assign assign;
+  std::atomic<int> stop{kRun};
+  std::mutex mu;  // everything below
+  std::string stop_reason;
+  std::string phase;
+  std::string stream = "stdout";  // of `raw` and `text`
+  std::string raw;                // bytes not yet known to be whole UTF-8 sequences
+  std::string text;               // valid UTF-8 waiting to be reported
+  std::int64_t log_seq = 0;
+  std::int64_t log_bytes = 0;
+  bool truncated = false;
+  std::thread thread;
+};
+
+TaskManager::TaskManager(RunnerSettings runner, Emit emit, core::LoggerPtr log)
+    : runner_(std::move(runner)), emit_(std::move(emit)), log_(std::move(log)) {
+  flusher_ = std::thread([this] { Flusher(); });
+}
+
+TaskManager::~TaskManager() { Shutdown("the agent stopped"); }
+
+void TaskManager::MarkEnded(const std::string& task, std::int64_t attempt) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ended_.insert({task, attempt});
+}
+
+void TaskManager::Assign(const proto::Assign& a) {
+  Key key{a.task, a.attempt};
+  std::lock_guard<std::mutex> lock(mu_);
+  if (shutting_down_ || running_.count(key) || ended_.count(key)) return;  // idempotent
+  auto attempt = std::make_shared<Attempt>();
+  attempt->assign = a;
+  running_[key] = attempt;
+  log_->info("task {} attempt {}: assigned", a.task, a.attempt);
+  attempt->thread = std::thread([this, attempt] { Work(attempt); });
+}
+
+void TaskManager::Cancel(const proto::Cancel& c) {
+  std::shared_ptr<Attempt> a;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = running_.find({c.task, c.attempt});
+    if (it == running_.end()) return;
+    a = it->second;
+  }
+  bool server_dropped = c.reason == "the server no longer runs this attempt";
+  {
+    std::lock_guard<std::mutex> lock(a->mu);
+    a->stop_reason = c.reason.empty() ? "cancelled" : c.reason;
+  }
+  a->stop = server_dropped ? kLost : kCancelled;
+  log_->info("task {} attempt {}: stopping ({})", c.task, c.attempt, c.reason);
+}
+
+std::string TaskManager::RunningJson() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string out = "[";
+  for (const auto& [key, a] : running_) {
+    if (out.size() > 1) out += ",";
+    out += core::JsonObject().Str("task", key.first).Int("attempt", key.second).Done();
+  }
+  return out + "]";
+}
+
+void TaskManager::ReapOrphans() {
+  DockerClient docker(runner_.docker_socket);
+  auto found = docker.ListLabelled("unidesk.node=" + runner_.node);
+  if (!found.ok()) {
+    log_->warn("cannot look for containers left by an earlier agent: {}", found.error().message);
+    return;
+  }
+  for (const auto& c : found.value()) {
+    std::string task = c.labels.count("unidesk.task") ? c.labels.at("unidesk.task") : "";
+    std::int64_t attempt = 0;
+    try {
+      attempt =
+          std::stoll(c.labels.count("unidesk.attempt") ? c.labels.at("unidesk.attempt") : "0");
+    } catch (const std::exception&) {
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (running_.count({task, attempt})) continue;
+    }
+    auto removed = docker.Remove(c.id);
+    log_->warn("removed container {} of task {} attempt {}, left by an earlier agent{}",
+               c.id.substr(0, 12), task, attempt,
+               removed.ok() ? "" : " (removal failed: " + removed.error().message + ")");
+    if (task.empty() || attempt <= 0) continue;
+    MarkEnded(task, attempt);
+    proto::TaskReport r;
+    r.task = task;
+    r.attempt = attempt;
+    r.state = "lost";
+    r.failure = "lost";
+    r.reason = "the agent restarted while the attempt ran; its container was removed";
+    Report(r);
+  }
+}
+
+void TaskManager::Shutdown(const std::string& reason) {
+  std::vector<std::shared_ptr<Attempt>> attempts;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shutting_down_) return;
+    shutting_down_ = true;
+    for (auto& [key, a] : running_) attempts.push_back(a);
+  }
+  for (auto& a : attempts) {
+    {
+      std::lock_guard<std::mutex> lock(a->mu);
+      a->stop_reason = reason;
+    }
+    a->stop = kLost;
+  }
+  cv_.notify_all();
+  if (flusher_.joinable()) flusher_.join();
+  for (auto& a : attempts) {
+    if (a->thread.joinable()) a->thread.join();
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& t : finished_threads_) {
+    if (t.joinable()) t.join();
+  }
+  finished_threads_.clear();
+}
+
+void TaskManager::Report(const proto::TaskReport& r) { emit_("task", proto::ToJson(r)); }
+
+void TaskManager::FlushLogs(Attempt& a) {
+  // Called with a.mu held.
+  while (!a.text.empty()) {
+    std::size_t n = Utf8Cut(a.text, proto::kMaxLogChunkBytes);
+    if (n == 0) n = a.text.size();  // cannot happen with valid UTF-8; never loop forever
+    proto::LogChunk c{a.assign.task, a.assign.attempt, ++a.log_seq, a.stream, a.text.substr(0, n)};
+    a.text.erase(0, n);
+    emit_("log", proto::ToJson(c));
+  }
+}
+
+void TaskManager::Work(std::shared_ptr<Attempt> a) {
+  const proto::Assign& as = a->assign;
+  proto::TaskReport base;
+  base.task = as.task;
+  base.attempt = as.attempt;
+  proto::TaskReport accepted = base;
+  accepted.state = "accepted";
+  Report(accepted);
+
+  auto append_log = [&](const std::string& stream, std::string_view bytes) {
+    std::lock_guard<std::mutex> lock(a->mu);
+    if (a->truncated) return;
+    if (stream != a->stream) {
+      a->text += TakeUtf8(a->raw, true);
+      FlushLogs(*a);
+      a->stream = stream;
+    }
+    if (a->log_bytes + static_cast<std::int64_t>(bytes.size()) > kMaxLogBytesPerAttempt) {
+      a->truncated = true;
+      a->text += TakeUtf8(a->raw, true);
+      a->text += "\n[unidesk] output past 64 MiB is not kept\n";
+      FlushLogs(*a);
+      return;
+    }
+    a->log_bytes += static_cast<std::int64_t>(bytes.size());
+    a->raw.append(bytes.data(), bytes.size());
+    a->text += TakeUtf8(a->raw, false);
+    if (a->text.size() >= proto::kMaxLogChunkBytes) FlushLogs(*a);
+  };
+
+  RunOutcome o;
+  core::TaskLimits any;  // the server validated the spec against its own limits
+  any.allow_file_urls = true;
+  any.max_cpu_millis = INT64_MAX / 2;
+  any.max_memory_bytes = INT64_MAX / 2;
+  any.max_gpus = 1 << 20;
+  any.max_timeout_s = INT64_MAX / 2000;
+  any.max_attempts = 1 << 20;
+  auto spec = core::ParseTaskSpec(as.spec_json, any);
+  if (!spec.ok()) {
+    o.state = "failed";
+    o.failure = FailureClass::kRuntime;
+    o.reason = "the assignment's spec is not readable here (" + spec.error().field + ": " +
+               spec.error().message + "); is the agent older than the server?";
+  } else {
+    RunnerHooks hooks;
+    hooks.on_phase = [&](const std::string& phase, const RunOutcome& so_far) {
+      {
+        std::lock_guard<std::mutex> lock(a->mu);
+        a->phase = phase;
+      }
+      proto::TaskReport r = base;
+      if (phase == "running") {
+        r.state = "running";
+        r.image = so_far.image;
+        r.code_fetched = so_far.code_fetched;
+        r.env_fetched = so_far.env_fetched;
+        r.image_built = so_far.image_built;
+        r.git_ms = so_far.git_ms;
+        r.build_ms = so_far.build_ms;
+        r.prepare_ms = so_far.prepare_ms;
+      } else {
+        r.state = "preparing";
+        r.phase = phase;
+      }
+      Report(r);
+    };
+    hooks.on_log = [&](bool is_stderr, std::string_view text) {
+      std::string phase;
+      {
+        std::lock_guard<std::mutex> lock(a->mu);
+        phase = a->phase;
+      }
+      append_log(is_stderr ? "stderr" : phase == "build" ? "build" : "stdout", text);
+    };
+    hooks.cancelled = [&] { return a->stop != kRun; };
+    o = TaskRunner(runner_).Run(
+        {as.task, static_cast<int>(as.attempt), spec.value(), as.gpu_indices}, hooks);
+  }
+  {
+    std::lock_guard<std::mutex> lock(a->mu);
+    a->text += TakeUtf8(a->raw, true);
+    FlushLogs(*a);
+  }
+  proto::TaskReport end = base;
+  end.state = o.state;
+  end.failure = FailureClassName(o.failure);
+  end.reason = o.reason;
+  end.exit_code = o.exit_code;
+  end.image = o.image;
+  end.code_fetched = o.code_fetched;
+  end.env_fetched = o.env_fetched;
+  end.image_built = o.image_built;
+  end.git_ms = o.git_ms;
+  end.build_ms = o.build_ms;
+  end.run_ms = o.run_ms;
+  end.prepare_ms = o.prepare_ms;
+  if (a->stop == kLost && o.state != "succeeded") {
+    // Stopped because the agent is stopping or the server moved on: not the task's doing.
+    std::lock_guard<std::mutex> lock(a->mu);
+    end.state = "lost";
+    end.failure = "lost";
+    end.reason = a->stop_reason;
+  }
+  Report(end);
+  log_->info("task {} attempt {}: {}{}", as.task, as.attempt, end.state,
+             end.reason.empty() ? "" : " (" + end.reason + ")");
+  std::lock_guard<std::mutex> lock(mu_);
+  Key key{as.task, as.attempt};
+  ended_.insert(key);
+  running_.erase(key);
+  if (!shutting_down_) {
+    finished_threads_.push_back(std::move(a->thread));  // joined by the flusher
+  }
+}
+
+void TaskManager::Flusher() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!shutting_down_) {
+    cv_.wait_for(lock, kFlushEvery);
+    std::vector<std::shared_ptr<Attempt>> attempts;
+    for (auto& [key, a] : running_) attempts.push_back(a);
+    std::vector<std::thread> done;
+    done.swap(finished_threads_);
+    lock.unlock();
+    for (auto& t : done) {
+      if (t.joinable()) t.join();
+    }
+    for (auto& a : attempts) {
+      std::lock_guard<std::mutex> alock(a->mu);
+      FlushLogs(*a);
+    }
+    lock.lock();
+  }
+}
+
+}  // namespace unidesk::provider
