@@ -3,90 +3,20 @@
 // provider connected to the same server stays online throughout.
 
 #include <doctest/doctest.h>
-#include <sys/socket.h>
 
-#include <boost/asio/connect.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/websocket.hpp>
 #include <thread>
 
 #include "core/protocol.h"
 #include "test/e2e/node_support.h"
+#include "test/e2e/raw_client.h"
 
 using namespace unidesk;
 using namespace unidesk::test;
 using namespace unidesk::test::e2e;
 using namespace std::chrono_literals;
-namespace beast = boost::beast;
-namespace websocket = beast::websocket;
-namespace net = boost::asio;
 namespace proto = core::protocol;
 
 namespace {
-
-/// A raw client: says exactly what a test tells it to, and reports what came back.
-class RawClient {
- public:
-  /// Connects and upgrades; `authorization` empty sends no header. `status` is the HTTP status of
-  /// a refused upgrade (101 when accepted).
-  RawClient(int port, const std::string& authorization) : ws_(ioc_) {
-    net::ip::tcp::resolver resolver(ioc_);
-    net::connect(ws_.next_layer(), resolver.resolve("127.0.0.1", std::to_string(port)));
-    timeval tv{5, 0};
-    setsockopt(ws_.next_layer().native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    ws_.set_option(websocket::stream_base::decorator([authorization](websocket::request_type& r) {
-      if (!authorization.empty()) r.set(beast::http::field::authorization, authorization);
-    }));
-    websocket::response_type res;
-    beast::error_code ec;
-    ws_.handshake(res, "127.0.0.1", proto::kPath, ec);
-    status = res.result_int();
-    body = res.body();
-    ws_.read_message_max(1 << 20);
-  }
-  void Send(const std::string& text, bool binary = false) {
-    ws_.binary(binary);
-    beast::error_code ec;
-    ws_.write(net::buffer(text), ec);
-  }
-  void Hello(const std::string& node, int version = proto::kVersion) {
-    proto::Hello h;
-    h.id = "h1";
-    h.node = node;
-    h.agent_version = "test";
-    h.protocol_version = version;
-    Send(proto::Write(h));
-  }
-  /// The next text message, or "" once the session is closed (then `close_code` says how).
-  std::string Read() {
-    beast::flat_buffer buf;
-    beast::error_code ec;
-    ws_.read(buf, ec);
-    if (ec) {
-      if (ec == websocket::error::closed) close_code = ws_.reason().code;
-      return "";
-    }
-    return beast::buffers_to_string(buf.data());
-  }
-  /// Reads until the session closes; returns the close code (0 when it did not close cleanly).
-  int ReadUntilClosed(std::string* error_frames = nullptr) {
-    for (int i = 0; i < 1000; ++i) {
-      std::string m = Read();
-      if (m.empty()) return close_code;
-      if (error_frames) *error_frames += m + "\n";
-    }
-    return 0;
-  }
-
-  unsigned status = 0;
-  std::string body;
-  int close_code = 0;
-
- private:
-  net::io_context ioc_;
-  websocket::stream<net::ip::tcp::socket> ws_;
-};
 
 long long Rejected(const std::string& conninfo, const std::string& reason) {
   return CountEvents(conninfo, "type = 'ingress.rejected' AND data->>'reason' = '" + reason + "'");
