@@ -173,6 +173,21 @@ core::Result<std::string, CliProblem> ResolveTaskRef(pqxx::transaction_base& tx,
   return std::string(r[0][0].c_str());
 }
 
+namespace {
+
+/// The task the command's third word names, or a not_found error.
+core::Result<std::string, api::TaskError> ResolveArgument(const CliContext& ctx, const Args& args) {
+  auto conn = core::Connect(ctx.conninfo);
+  pqxx::read_transaction tx(*conn);
+  auto resolved = ResolveTaskRef(tx, args.positional.at(2));
+  if (!resolved.ok()) {
+    return api::TaskError{api::TaskErrorCode::kNotFound, "", resolved.error().message};
+  }
+  return resolved.value();
+}
+
+}  // namespace
+
 int RunTasksSubmit(const CliContext& ctx, const Args& args) {
   auto body = SubmissionFrom(args);
   if (!body.ok()) return Fail(body.error().message, 2);
@@ -302,16 +317,9 @@ int RunTasksShow(const CliContext& ctx, const Args& args) {
 
 int RunTasksCancel(const CliContext& ctx, const Args& args) {
   try {
-    std::string id;
-    {
-      auto conn = core::Connect(ctx.conninfo);
-      pqxx::read_transaction tx(*conn);
-      auto resolved = ResolveTaskRef(tx, args.positional.at(2));
-      if (!resolved.ok()) {
-        return TaskFail(args, {api::TaskErrorCode::kNotFound, "", resolved.error().message});
-      }
-      id = resolved.value();
-    }
+    auto resolved = ResolveArgument(ctx, args);
+    if (!resolved.ok()) return TaskFail(args, resolved.error());
+    const std::string& id = resolved.value();
     auto store = MakeTaskStore(ctx);
     auto r = api::CancelTask(ctx.conninfo, store, id, args.Get("reason").value_or(""), ctx.actor);
     store.Stop();
@@ -337,16 +345,9 @@ int RunTasksCancel(const CliContext& ctx, const Args& args) {
 
 int RunTasksRetry(const CliContext& ctx, const Args& args) {
   try {
-    std::string id;
-    {
-      auto conn = core::Connect(ctx.conninfo);
-      pqxx::read_transaction tx(*conn);
-      auto resolved = ResolveTaskRef(tx, args.positional.at(2));
-      if (!resolved.ok()) {
-        return TaskFail(args, {api::TaskErrorCode::kNotFound, "", resolved.error().message});
-      }
-      id = resolved.value();
-    }
+    auto resolved = ResolveArgument(ctx, args);
+    if (!resolved.ok()) return TaskFail(args, resolved.error());
+    const std::string& id = resolved.value();
     auto store = MakeTaskStore(ctx);
     auto r = api::RetryTask(ctx.conninfo, store, id, ctx.actor);
     store.Stop();

@@ -1,0 +1,347 @@
+// Benchmark: tasks through the platform's control path. One unidesk-server with every role;
+// N simulated nodes (default 200) speaking the real protocol over real sockets, each
+// acknowledging and finishing every assignment at once (the bench load tool: a fake node, since
+// 200 machines cannot run here); T tasks (default 2,000) submitted through the core API as fast
+// as it takes them, from 8 keep-alive connections.
+//
+// Figures: submit_per_s; assign latency = from just before the POST to the `assign` frame read
+// by the node (p50, p99); scheduled_per_s = tasks / (first submit -> last assignment received).
+// Ceiling beside them, measured in the same run: raw Postgres, one-row INSERT + COMMIT from 8
+// connections (what one submission costs at least). Then prepare_cached_ms: the provider's
+// runtime (TaskRunner) on a real Docker engine (ops/dockerd), the second run of the same pins
+// (mirror and image cached). Usage: ops/bench tasks [NODES] [TASKS]
+
+#include <atomic>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "core/ids.h"
+#include "core/json.h"
+#include "core/pg.h"
+#include "core/protocol.h"
+#include "provider/task_runner.h"
+#include "test/bench/bench_util.h"
+#include "test/e2e/task_repos.h"
+
+using namespace unidesk;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+namespace net = boost::asio;
+namespace proto = core::protocol;
+using tcp = net::ip::tcp;
+using bench::Clock;
+
+namespace {
+
+const std::string kCommit = "0123456789abcdef0123456789abcdef01234567";
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+unsigned short WaitPort(test::ChildProcess& child, const std::string& file,
+                        const std::string& log) {
+  for (int i = 0; i < 6000; ++i) {
+    std::string port = ReadFile(file);
+    if (!port.empty()) return static_cast<unsigned short>(std::atoi(port.c_str()));
+    if (!child.Running()) throw std::runtime_error("the server exited:\n" + ReadFile(log));
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  throw std::runtime_error("the server did not listen within 60 s");
+}
+
+/// When each task's assignment reached its node.
+struct Received {
+  std::mutex mu;
+  std::map<std::string, Clock::time_point> at;
+  std::atomic<long long> count{0};
+};
+
+/// One simulated node on a thread of its own: hello, then every `assign` is acknowledged and
+/// finished at once (reports `accepted` and `succeeded` from its outbox).
+void SimNode(unsigned short port, std::string name, std::string token, Received& received,
+             std::atomic<int>& joined) {
+  try {
+    net::io_context ioc;
+    websocket::stream<tcp::socket> ws(ioc);
+    tcp::resolver resolver(ioc);
+    net::connect(ws.next_layer(), resolver.resolve("127.0.0.1", std::to_string(port)));
+    ws.set_option(websocket::stream_base::decorator([token](websocket::request_type& r) {
+      r.set(http::field::authorization, "Bearer " + token);
+    }));
+    ws.handshake("127.0.0.1", proto::kPath);
+    ws.text(true);
+    proto::Hello h;
+    h.id = core::NewUuid();
+    h.node = name;
+    h.agent_version = "bench";
+    h.protocol_version = proto::kVersion;
+    h.resources.cpu_cores = 64;
+    h.resources.memory_bytes = 256LL << 30;
+    h.runtimes = {"docker"};
+    h.health.docker_ok = true;
+    ws.write(net::buffer(proto::Write(h)));
+    std::string outbox = core::NewUuid();
+    std::int64_t seq = 0;
+    beast::flat_buffer buf;
+    for (;;) {
+      beast::error_code ec;
+      ws.read(buf, ec);
+      if (ec) return;  // the server closed the session (it is stopping)
+      auto msg = proto::ParseServerMessage(beast::buffers_to_string(buf.data()));
+      buf.consume(buf.size());
+      if (!msg.ok()) continue;
+      if (std::get_if<proto::Welcome>(&msg.value())) ++joined;
+      if (auto* a = std::get_if<proto::Assign>(&msg.value())) {
+        auto now = Clock::now();
+        {
+          std::lock_guard<std::mutex> lock(received.mu);
+          received.at.emplace(a->task, now);
+        }
+        ++received.count;
+        for (const char* state : {"accepted", "succeeded"}) {
+          proto::TaskReport r;
+          r.task = a->task;
+          r.attempt = a->attempt;
+          r.state = state;
+          r.exit_code = 0;
+          ws.write(net::buffer(
+              proto::Write(proto::Report{"", outbox, ++seq, "task", proto::ToJson(r)})));
+        }
+      }
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "node %s: %s\n", name.c_str(), e.what());
+  }
+}
+
+/// Submits tasks [next, total) through POST /api/v1/tasks on one keep-alive connection.
+void Submitter(unsigned short port, int total, std::atomic<int>& next,
+               std::map<std::string, Clock::time_point>& sent, std::mutex& mu,
+               std::atomic<int>& failed) {
+  net::io_context ioc;
+  beast::tcp_stream stream(ioc);
+  tcp::resolver resolver(ioc);
+  stream.connect(resolver.resolve("127.0.0.1", std::to_string(port)));
+  for (int i = next++; i < total; i = next++) {
+    std::string body = R"({"name":"bench-)" + std::to_string(i) +
+                       R"(","code_repo_url":"https://g.example/a.git","code_commit_id":")" +
+                       kCommit + R"(","env_repo_url":"https://g.example/e.git","env_commit_id":")" +
+                       kCommit + R"(","command":["true"],"resources":{"cpu":0.25,"memory_mb":64}})";
+    http::request<http::string_body> req{http::verb::post, "/api/v1/tasks", 11};
+    req.set(http::field::host, "127.0.0.1");
+    req.set(http::field::content_type, "application/json");
+    req.set("Idempotency-Key", "bench-" + std::to_string(i) + "-" + core::NewUuid());
+    req.body() = body;
+    req.prepare_payload();
+    auto t0 = Clock::now();
+    http::write(stream, req);
+    beast::flat_buffer buf;
+    http::response<http::string_body> res;
+    http::read(stream, buf, res);
+    auto id = core::JsonReader(res.body()).Str("task");
+    if (res.result_int() != 201 || !id) {
+      ++failed;
+      continue;
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    sent.emplace(*id, t0);
+  }
+}
+
+/// The ceiling: one-row INSERT + COMMIT, as fast as 8 connections go, for `n` rows.
+double RawCommitsPerSecond(const std::string& db, int n) {
+  bench::Exec(db, "CREATE TABLE IF NOT EXISTS bench_ceiling (id bigserial, body jsonb)");
+  std::atomic<int> next{0};
+  auto t0 = Clock::now();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      pqxx::connection c(db);
+      for (int i = next++; i < n; i = next++) {
+        pqxx::work tx(c);
+        tx.exec_params("INSERT INTO bench_ceiling (body) VALUES ($1::jsonb)",
+                       R"({"task":)" + std::to_string(i) + "}");
+        tx.commit();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  return n / bench::Seconds(t0, Clock::now());
+}
+
+/// prepare_ms of the second run of the same pins on a real Docker engine; -1 when it failed.
+double PrepareCachedMs(const std::string& dir) {
+  test::e2e::Dockerd docker;
+  test::e2e::TaskRepos repos;
+  provider::RunnerSettings s;
+  s.node = "bench";
+  s.data_dir = dir + "/provider";
+  s.docker_socket = docker.socket;
+  provider::Assignment a;
+  a.spec.code_repo_url = "file://" + repos.code;
+  a.spec.code_commit_id = repos.code_commit;
+  a.spec.env_repo_url = "file://" + repos.env;
+  a.spec.env_commit_id = repos.env_commit;
+  a.spec.dockerfile_path = "docker/Dockerfile";
+  a.spec.command = {"true"};
+  a.spec.timeout_s = 60;
+  double ms = -1;
+  for (int run = 1; run <= 2; ++run) {
+    a.task_id = core::NewUuid();
+    auto o = provider::TaskRunner(s).Run(a, {});
+    if (o.state != "succeeded") {
+      std::fprintf(stderr, "prepare run %d: %s (%s)\n", run, o.state.c_str(), o.reason.c_str());
+      return -1;
+    }
+    std::printf("  run %d: prepare %lld ms (code fetched %d, image built %d)\n", run,
+                static_cast<long long>(o.prepare_ms), o.code_fetched, o.image_built);
+    ms = static_cast<double>(o.prepare_ms);
+  }
+  return ms;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int nodes = argc > 1 ? std::atoi(argv[1]) : 200;
+  int tasks = argc > 2 ? std::atoi(argv[2]) : 2000;
+  std::string dir = "/tmp/unidesk-bench-tasks-" + std::to_string(getpid());
+  test::Shell("mkdir -p " + bench::ShellQuote(dir));
+  std::string db = bench::FreshDatabase("bench_tasks");
+
+  // The ceiling first, on the same cluster.
+  double ceiling = RawCommitsPerSecond(db, tasks);
+  std::printf("ceiling: raw Postgres, one-row INSERT+COMMIT from 8 connections: %.0f/s\n", ceiling);
+
+  // Credentials straight into node_credentials (load test; no node.registered events).
+  std::mt19937_64 rng(std::random_device{}());
+  std::vector<std::pair<std::string, std::string>> creds;
+  {
+    std::vector<std::string> names, hashes;
+    for (int i = 0; i < nodes; ++i) {
+      std::string token = "udn_";
+      for (int k = 0; k < 43; ++k) {
+        token.push_back(
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[rng() & 63]);
+      }
+      char name[32];
+      std::snprintf(name, sizeof name, "sim-%04d", i);
+      creds.emplace_back(name, token);
+      names.push_back(name);
+      hashes.push_back(core::Sha256Hex(token));
+    }
+    pqxx::connection c(db);
+    pqxx::work tx(c);
+    tx.exec_params(
+        "INSERT INTO node_credentials (node, token_sha256) "
+        "SELECT * FROM unnest($1::text[], $2::text[])",
+        core::PgArrayLiteral(names), core::PgArrayLiteral(hashes));
+    tx.commit();
+  }
+
+  std::string ready = dir + "/ingress.port", api_ready = dir + "/api.port",
+              log = dir + "/server.log";
+  test::ChildProcess server(
+      {test::BuildDir() + "/ingress/unidesk-server", "--db", db, "--public", "127.0.0.1:0",
+       "--ready-file", ready, "--api", "127.0.0.1:0", "--api-ready-file", api_ready,
+       "--heartbeat-interval", "60s", "--suspect-after", "120s", "--offline-after", "300s"},
+      {}, log);
+  unsigned short port = WaitPort(server, ready, log);
+  unsigned short api = WaitPort(server, api_ready, log);
+
+  Received received;
+  std::atomic<int> joined{0};
+  std::vector<std::thread> fleet;
+  for (const auto& [name, token] : creds) {
+    fleet.emplace_back(SimNode, port, name, token, std::ref(received), std::ref(joined));
+  }
+  for (int i = 0; i < 600 && joined < nodes; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  // Every node online in the read model the scheduler uses.
+  for (int i = 0; i < 600; ++i) {
+    if (bench::Scalar(db,
+                      "SELECT count(*) FROM nodes WHERE status = 'online' AND "
+                      "health->>'docker_ok' = 'true'") >= nodes) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::printf("%d simulated nodes joined\n", joined.load());
+
+  std::map<std::string, Clock::time_point> sent;
+  std::mutex sent_mu;
+  std::atomic<int> next{0}, failed{0};
+  auto t0 = Clock::now();
+  std::vector<std::thread> submitters;
+  for (int i = 0; i < 8; ++i) {
+    submitters.emplace_back(Submitter, api, tasks, std::ref(next), std::ref(sent),
+                            std::ref(sent_mu), std::ref(failed));
+  }
+  for (auto& t : submitters) t.join();
+  double submit_s = bench::Seconds(t0, Clock::now());
+  for (int i = 0; i < 1200 && received.count < tasks - failed; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::vector<double> latency;
+  Clock::time_point last = t0;
+  {
+    std::lock_guard<std::mutex> lock(received.mu);
+    for (const auto& [id, at] : received.at) {
+      auto s = sent.find(id);
+      if (s == sent.end()) continue;
+      latency.push_back(bench::Millis(s->second, at));
+      last = std::max(last, at);
+    }
+  }
+  double scheduled_s = bench::Seconds(t0, last);
+  long long succeeded = 0;
+  for (int i = 0; i < 200; ++i) {  // the nodes' reports land; the bus holds every ending
+    succeeded = bench::Scalar(db, "SELECT count(*) FROM events WHERE type = 'task.succeeded'");
+    if (succeeded >= static_cast<long long>(latency.size())) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  server.Signal(SIGTERM);  // closes every session: the node threads end
+  for (auto& t : fleet) t.join();
+  server.Wait();
+
+  double submit_per_s = sent.size() / submit_s;
+  double scheduled_per_s = latency.size() / scheduled_s;
+  double p50 = bench::Percentile(latency, 50), p99 = bench::Percentile(latency, 99);
+  std::printf("submitted %zu (%d refused) in %.2f s: %.0f/s (ceiling %.0f commits/s)\n",
+              sent.size(), failed.load(), submit_s, submit_per_s, ceiling);
+  std::printf(
+      "assigned and received %zu; scheduled end to end %.0f/s; assign latency p50 %.1f "
+      "ms, p99 %.1f ms; %lld succeeded on the bus\n",
+      latency.size(), scheduled_per_s, p50, p99, succeeded);
+
+  std::printf("prepare, cached (real provider runtime, real dockerd):\n");
+  double prepare = PrepareCachedMs(dir);
+  test::Shell("rm -rf " + bench::ShellQuote(dir));
+
+  std::cout << bench::JsonLine("tasks")
+                   .Num("submitted", static_cast<double>(sent.size()))
+                   .Num("submit_per_s", submit_per_s)
+                   .Num("assign_p50_ms", p50, 1)
+                   .Num("assign_p99_ms", p99, 1)
+                   .Num("scheduled_per_s", scheduled_per_s)
+                   .Num("prepare_cached_ms", prepare)
+                   .Num("nodes", nodes)
+                   .Num("ceiling_commits_per_s", ceiling)
+                   .Done()
+            << std::endl;
+  return latency.size() == sent.size() && prepare >= 0 ? 0 : 1;
+}
