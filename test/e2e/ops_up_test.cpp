@@ -94,11 +94,20 @@ TEST_CASE("ops/up runs the platform with a local node online, and Ctrl-C stops i
     std::string task = unidesk::core::JsonReader(answer).Str("task").value_or("");
     REQUIRE(task.size() == 36);
     // The local node has a Docker engine (the machine's, or one ops/up started, saying so), so
-    // it is healthy and the task is placed on it.
+    // it is healthy, the task is placed on it and the node runs it: here the repository's host
+    // does not resolve, so the attempt fails in its git phase, blamed on the infrastructure.
     CHECK((Contains(log, "uses the Docker engine at") || Contains(log, "starting one of our own")));
+    std::string shown;
     CHECK(WaitUntil(
-        [&] { return Contains(Cli(conninfo, "tasks show " + task).out, "assigned to local"); },
-        std::chrono::seconds(15)));
+        [&] {
+          shown = Cli(conninfo, "tasks show " + task + " --json").out;
+          return unidesk::core::JsonReader(shown).Str("state") == "failed";
+        },
+        std::chrono::seconds(30)));
+    unidesk::core::JsonReader outcome(shown);
+    CHECK(outcome.Str("node") == "local");
+    CHECK(outcome.Str("failure_class") == "git");
+    CHECK(outcome.Str("blame") == "infrastructure");
 
     CHECK(StopChild(*up.process, SIGTERM, std::chrono::seconds(30)) == 143);  // 128 + SIGTERM
     CHECK(Contains(ReadFile(up.log), "ops/up: stopped"));
