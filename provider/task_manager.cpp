@@ -21,6 +21,18 @@ constexpr auto kFlushEvery = std::chrono::milliseconds(250);
 
 enum Stop : int { kRun = 0, kCancelled = 1, kLost = 2 };
 
+/// What the attempt used and how long each step took, as far as `o` knows.
+void CopyOutcome(const RunOutcome& o, proto::TaskReport& r) {
+  r.image = o.image;
+  r.code_fetched = o.code_fetched;
+  r.env_fetched = o.env_fetched;
+  r.image_built = o.image_built;
+  r.git_ms = o.git_ms;
+  r.build_ms = o.build_ms;
+  r.run_ms = o.run_ms;
+  r.prepare_ms = o.prepare_ms;
+}
+
 }  // namespace
 
 struct TaskManager::Attempt {
@@ -217,13 +229,7 @@ void TaskManager::Work(std::shared_ptr<Attempt> a) {
       proto::TaskReport r = base;
       if (phase == "running") {
         r.state = "running";
-        r.image = so_far.image;
-        r.code_fetched = so_far.code_fetched;
-        r.env_fetched = so_far.env_fetched;
-        r.image_built = so_far.image_built;
-        r.git_ms = so_far.git_ms;
-        r.build_ms = so_far.build_ms;
-        r.prepare_ms = so_far.prepare_ms;
+        CopyOutcome(so_far, r);
       } else {
         r.state = "preparing";
         r.phase = phase;
@@ -252,14 +258,7 @@ void TaskManager::Work(std::shared_ptr<Attempt> a) {
   end.failure = FailureClassName(o.failure);
   end.reason = o.reason;
   end.exit_code = o.exit_code;
-  end.image = o.image;
-  end.code_fetched = o.code_fetched;
-  end.env_fetched = o.env_fetched;
-  end.image_built = o.image_built;
-  end.git_ms = o.git_ms;
-  end.build_ms = o.build_ms;
-  end.run_ms = o.run_ms;
-  end.prepare_ms = o.prepare_ms;
+  CopyOutcome(o, end);
   if (a->stop == kLost && o.state != "succeeded") {
     // Stopped because the agent is stopping or the server moved on: not the task's doing.
     std::lock_guard<std::mutex> lock(a->mu);

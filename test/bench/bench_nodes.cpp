@@ -45,6 +45,8 @@
 
 using namespace unidesk;
 using bench::Clock;
+using bench::NewToken;
+using bench::WaitReady;
 
 namespace {
 
@@ -564,38 +566,6 @@ unsigned short FreePort() {
   net::io_context ioc;
   tcp::acceptor a(ioc, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
   return a.local_endpoint().port();
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-/// Waits until `child` wrote its port to `ready_file`; throws with its log if it died.
-unsigned short WaitReady(test::ChildProcess& child, const std::string& ready_file,
-                         const std::string& log) {
-  auto deadline = Clock::now() + std::chrono::seconds(60);
-  while (Clock::now() < deadline) {
-    std::string port = ReadFile(ready_file);
-    if (!port.empty()) return static_cast<unsigned short>(std::atoi(port.c_str()));
-    if (!child.Running()) {
-      std::string text = ReadFile(log);
-      throw std::runtime_error("the server exited before listening:\n" +
-                               text.substr(text.size() > 3000 ? text.size() - 3000 : 0));
-    }
-    std::this_thread::sleep_for(Millis(10));
-  }
-  throw std::runtime_error("the server did not listen within 60 s");
-}
-
-/// "udn_" and 43 base64url characters, the format `unidesk nodes add` issues.
-std::string NewToken(std::mt19937_64& rng) {
-  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string t = "udn_";
-  for (int i = 0; i < 43; ++i) t.push_back(kAlphabet[rng() & 63]);
-  return t;
 }
 
 /// N nodes and tokens. Load test: the credentials are inserted directly (one statement), without

@@ -44,24 +44,6 @@ namespace {
 
 const std::string kCommit = "0123456789abcdef0123456789abcdef01234567";
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-unsigned short WaitPort(test::ChildProcess& child, const std::string& file,
-                        const std::string& log) {
-  for (int i = 0; i < 6000; ++i) {
-    std::string port = ReadFile(file);
-    if (!port.empty()) return static_cast<unsigned short>(std::atoi(port.c_str()));
-    if (!child.Running()) throw std::runtime_error("the server exited:\n" + ReadFile(log));
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  throw std::runtime_error("the server did not listen within 60 s");
-}
-
 /// When each task's assignment reached its node.
 struct Received {
   std::mutex mu;
@@ -232,11 +214,7 @@ int main(int argc, char** argv) {
   {
     std::vector<std::string> names, hashes;
     for (int i = 0; i < nodes; ++i) {
-      std::string token = "udn_";
-      for (int k = 0; k < 43; ++k) {
-        token.push_back(
-            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[rng() & 63]);
-      }
+      std::string token = bench::NewToken(rng);
       char name[32];
       std::snprintf(name, sizeof name, "sim-%04d", i);
       creds.emplace_back(name, token);
@@ -259,8 +237,8 @@ int main(int argc, char** argv) {
        "--ready-file", ready, "--api", "127.0.0.1:0", "--api-ready-file", api_ready,
        "--heartbeat-interval", "60s", "--suspect-after", "120s", "--offline-after", "300s"},
       {}, log);
-  unsigned short port = WaitPort(server, ready, log);
-  unsigned short api = WaitPort(server, api_ready, log);
+  unsigned short port = bench::WaitReady(server, ready, log);
+  unsigned short api = bench::WaitReady(server, api_ready, log);
 
   Received received;
   std::atomic<int> joined{0};

@@ -8,11 +8,14 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <pqxx/pqxx>
+#include <random>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -106,6 +109,39 @@ inline std::string Run(const std::string& command) {
 }
 
 using test::ShellQuote;
+
+/// The whole file, or "" when it cannot be read.
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+/// Waits until `child` wrote its port to `ready_file`; throws with its log if it died.
+inline unsigned short WaitReady(test::ChildProcess& child, const std::string& ready_file,
+                                const std::string& log) {
+  auto deadline = Clock::now() + std::chrono::seconds(60);
+  while (Clock::now() < deadline) {
+    std::string port = ReadFile(ready_file);
+    if (!port.empty()) return static_cast<unsigned short>(std::atoi(port.c_str()));
+    if (!child.Running()) {
+      std::string text = ReadFile(log);
+      throw std::runtime_error("the server exited before listening:\n" +
+                               text.substr(text.size() > 3000 ? text.size() - 3000 : 0));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  throw std::runtime_error("the server did not listen within 60 s");
+}
+
+/// "udn_" and 43 base64url characters, the format `unidesk nodes add` issues.
+inline std::string NewToken(std::mt19937_64& rng) {
+  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string t = "udn_";
+  for (int i = 0; i < 43; ++i) t.push_back(kAlphabet[rng() & 63]);
+  return t;
+}
 
 /// CPU seconds (user + system) of this process (RUSAGE_SELF) or of its ended children
 /// (RUSAGE_CHILDREN).

@@ -16,10 +16,13 @@
 #include <thread>
 
 #include "provider/docker_client.h"
+#include "test/e2e/task_repos.h"
 #include "test/support/harness.h"
 
 using namespace unidesk;
 using namespace unidesk::provider;
+using unidesk::test::e2e::Commit;
+using unidesk::test::e2e::Sh;
 
 namespace {
 
@@ -29,26 +32,6 @@ std::string Temp(const std::string& what) {
                   std::to_string(n++) + "-" + what;
   test::Shell("mkdir -p " + test::ShellQuote(p));
   return p;
-}
-
-std::string Sh(const std::string& cmd) {
-  std::string out;
-  if (test::Shell(cmd, &out) != 0) throw std::runtime_error("failed: " + cmd);
-  while (!out.empty() && out.back() == '\n') out.pop_back();
-  return out;
-}
-
-/// A repository with `files` (path -> content) committed; returns the commit id.
-std::string Commit(const std::string& repo, const std::map<std::string, std::string>& files,
-                   const std::string& extra_cmd = "") {
-  for (const auto& [path, content] : files) {
-    Sh("mkdir -p $(dirname " + test::ShellQuote(repo + "/" + path) + ")");
-    std::ofstream(repo + "/" + path) << content;
-  }
-  if (!extra_cmd.empty()) Sh("cd " + test::ShellQuote(repo) + " && " + extra_cmd);
-  Sh("cd " + test::ShellQuote(repo) +
-     " && git add -A && git -c user.name=t -c user.email=t@t commit -qm c");
-  return Sh("cd " + test::ShellQuote(repo) + " && git rev-parse HEAD");
 }
 
 std::string NewRepo() {
