@@ -2,6 +2,7 @@
 
 #include <rapidjson/document.h>
 
+#include <limits>
 #include <stdexcept>
 
 namespace unidesk::core {
@@ -73,11 +74,37 @@ SafeBatch ReadAfterCursor(pqxx::transaction_base& tx, const EventCatalogue& cata
       ToEvents(tx.exec_params(sql, std::to_string(after.tx_id), after.position, limit), catalogue);
   if (check_held_back && static_cast<int>(batch.events.size()) < limit) {
     LogCursor last = batch.events.empty() ? after : batch.events.back().cursor();
+    // Compared with the log's last entry (one step down the index): phrased as EXISTS, the
+    // planner scanned the whole table whenever the answer was no, i.e. on every caught-up poll.
     auto r = tx.exec_params(
-        "SELECT EXISTS (SELECT 1 FROM events WHERE (tx_id, position) > ($1::text::xid8, "
-        "$2::bigint))",
+        "SELECT coalesce((SELECT (tx_id, position) > ($1::text::xid8, $2::bigint) FROM events "
+        "ORDER BY tx_id DESC, position DESC LIMIT 1), false)",
         std::to_string(last.tx_id), last.position);
     batch.held_back = r[0][0].as<bool>();
+  }
+  return batch;
+}
+
+FollowBatch ReadStreamsAfterCursor(pqxx::transaction_base& tx, const EventCatalogue& catalogue,
+                                   LogCursor after, const std::string& stream_prefix, int limit) {
+  FollowBatch batch;
+  auto h = tx.exec(
+      "SELECT x::text, coalesce((SELECT tx_id >= x FROM events ORDER BY tx_id DESC, position "
+      "DESC LIMIT 1), false) FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS x) h")[0];
+  auto xmin = h[0].as<std::uint64_t>();
+  batch.held_back = h[1].as<bool>();
+  std::string sql = std::string("SELECT ") + kColumns +
+                    " FROM events WHERE (tx_id, position) > ($1::text::xid8, $2::bigint)"
+                    " AND tx_id < $3::text::xid8 AND starts_with(stream_id, $4)"
+                    " ORDER BY events.tx_id, events.position LIMIT $5";
+  batch.events = ToEvents(tx.exec_params(sql, std::to_string(after.tx_id), after.position,
+                                         std::to_string(xmin), stream_prefix, limit),
+                          catalogue);
+  batch.next = batch.events.empty() ? after : batch.events.back().cursor();
+  if (static_cast<int>(batch.events.size()) < limit) {
+    // Every event below the horizon has been seen: continue from the horizon.
+    LogCursor horizon{xmin - 1, std::numeric_limits<std::int64_t>::max()};
+    if (batch.next < horizon) batch.next = horizon;
   }
   return batch;
 }

@@ -30,6 +30,23 @@ struct EventFilter {
 SafeBatch ReadAfterCursor(pqxx::transaction_base& tx, const EventCatalogue& catalogue,
                           LogCursor after, int limit, bool check_held_back = true);
 
+/// What a filtered follower read, and where it goes on from.
+struct FollowBatch {
+  std::vector<RecordedEvent> events;
+  /// After the last event returned, or, when fewer than `limit` matched, past every event below
+  /// the horizon (the ones that did not match need not be scanned again).
+  LogCursor next;
+  /// Committed events wait past the horizon (an older transaction still runs): read again soon,
+  /// their commit's NOTIFY has come and gone.
+  bool held_back = false;
+};
+
+/// Like ReadAfterCursor, but only the events of streams whose id starts with `stream_prefix`,
+/// for an in-memory follower that cares about one kind of stream. Call it in a repeatable-read
+/// transaction: the horizon and the rows must come from one snapshot.
+FollowBatch ReadStreamsAfterCursor(pqxx::transaction_base& tx, const EventCatalogue& catalogue,
+                                   LogCursor after, const std::string& stream_prefix, int limit);
+
 /// Events with position > `after`, in position order (for people and tools, not subscribers:
 /// a position read can pass over an event whose transaction commits later).
 std::vector<RecordedEvent> ReadByPosition(pqxx::transaction_base& tx,

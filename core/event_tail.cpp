@@ -59,13 +59,14 @@ void EventTail::Run() {
         SafeBatch batch;
         {
           pqxx::read_transaction tx(*conn);
-          batch = ReadAfterCursor(tx, catalogue_, *cursor, 500, false);
+          batch = ReadAfterCursor(tx, catalogue_, *cursor, 500);
         }
         for (const auto& e : batch.events) {
           *cursor = e.cursor();
           if (std::find(types_.begin(), types_.end(), e.type) != types_.end()) callback_(e);
         }
-        if (batch.events.size() < 500) conn->await_notification(0, 200000);
+        // Held back: the events' NOTIFY came before an older transaction let them through.
+        if (batch.events.size() < 500) conn->await_notification(0, batch.held_back ? 3000 : 200000);
       }
     } catch (const std::exception& e) {
       log_->warn("event tail: {}; reconnecting", e.what());

@@ -1,10 +1,10 @@
 #include "handlers/scheduler.h"
 
-#include <rapidjson/document.h>
 #include <unistd.h>
 
 #include <map>
 
+#include "core/event_reader.h"
 #include "core/ids.h"
 #include "core/json.h"
 #include "core/pg.h"
@@ -17,17 +17,6 @@ namespace unidesk::handlers {
 namespace {
 
 using Millis = std::chrono::milliseconds;
-
-std::map<std::string, std::string> ParseLabels(const char* json) {
-  std::map<std::string, std::string> out;
-  rapidjson::Document d;
-  d.Parse(json ? json : "{}");
-  if (!d.IsObject()) return out;
-  for (auto m = d.MemberBegin(); m != d.MemberEnd(); ++m) {
-    if (m->value.IsString()) out[m->name.GetString()] = m->value.GetString();
-  }
-  return out;
-}
 
 /// "{0,2}" (an int[] column as text) -> {0, 2}.
 std::vector<int> ParseIntArray(const std::string& text) {
@@ -51,16 +40,6 @@ std::string IntArray(const std::vector<int>& v, char open = '{', char close = '}
   return s + close;
 }
 
-/// The row of a task the pass needs.
-struct QueuedRow {
-  SchedTask task;
-  std::int64_t version = 0;
-  std::string state;  // queued | cancelling
-  int attempt = 0;
-  std::int64_t queued_ms = 0;
-  std::string cancel_reason;
-};
-
 /// Names this copy in the events it appends (audit: which scheduler decided).
 const std::string& Source() {
   static const std::string source = "server/scheduler/" + std::to_string(getpid());
@@ -69,7 +48,7 @@ const std::string& Source() {
 
 /// One event on the task's stream, expecting the version the pass read: a task that moved on
 /// since then is refused (version conflict), never decided twice.
-core::AppendRequest Fenced(const QueuedRow& q, const std::string& type, std::string data) {
+core::AppendRequest Fenced(const QueuedTask& q, const std::string& type, std::string data) {
   core::NewEvent e;
   e.type = type;
   e.data_json = std::move(data);
@@ -77,7 +56,32 @@ core::AppendRequest Fenced(const QueuedRow& q, const std::string& type, std::str
   return {"task-" + q.task.id, core::ExpectedVersion::Exactly(q.version), {e}, std::nullopt};
 }
 
+/// The event a landed append recorded, as the log will deliver it (for the queue at once).
+core::RecordedEvent AsRecorded(const core::AppendRequest& r, std::int64_t version) {
+  core::RecordedEvent e;
+  e.stream_id = r.stream_id;
+  e.stream_version = version;
+  e.type = r.events.front().type;
+  e.data_json = r.events.front().data_json;
+  return e;
+}
+
+std::int64_t NowMillis() {
+  return std::chrono::duration_cast<Millis>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+using RepeatableRead =
+    pqxx::transaction<pqxx::isolation_level::repeatable_read, pqxx::readwrite_policy::read_only>;
+
 }  // namespace
+
+/// The store's wake-up NOTIFY (libpqxx renews the LISTEN after a reconnect).
+class Scheduler::Wakeup : public pqxx::notification_receiver {
+ public:
+  Wakeup(pqxx::connection& c, const std::string& channel) : notification_receiver(c, channel) {}
+  void operator()(const std::string&, int) override {}
+};
 
 Scheduler::Scheduler(std::string conninfo, SchedulerSettings settings, core::EventStore& store,
                      core::LoggerPtr log)
@@ -94,90 +98,172 @@ void Scheduler::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+void Scheduler::Connect() {
+  if (!conn_) conn_ = core::Connect(conninfo_);
+}
+
+void Scheduler::Disconnect() {
+  wakeup_.reset();
+  listen_.reset();
+  conn_.reset();
+  // What happened while disconnected is read again from a fresh seed.
+  seeded_ = false;
+  queue_ = TaskQueue();
+}
+
 void Scheduler::Run() {
   bool failing = false;
+  auto next_housekeeping = std::chrono::steady_clock::now();
+  auto next_pass = next_housekeeping;
   while (!stopping_) {
     try {
-      if (!conn_) conn_ = core::Connect(conninfo_);
-      SweepLostAttempts(*conn_, store_, settings_.accept_timeout, log_);
-      PassOutcome o = PassOnce();
+      Connect();
+      if (!listen_) {
+        listen_ = core::Connect(conninfo_);
+        wakeup_ = std::make_unique<Wakeup>(*listen_, "unidesk_events");
+      }
+      Follow();
+      auto now = std::chrono::steady_clock::now();
+      if (now >= next_housekeeping) {
+        Housekeeping();
+        next_housekeeping = now + settings_.sweep_interval;
+      }
+      // A change passes at once; waiting tasks are looked at again every interval.
+      if (queue_.TakeChanged() || (now >= next_pass && queue_.size() > 0)) {
+        PassOutcome o = Pass();
+        next_pass = now + settings_.interval;
+        if (o.placed || o.cancelled || o.conflicts) {
+          log_->debug(
+              "scheduler pass: {} placed, {} waiting changed, {} cancelled, {} skipped in {} ms",
+              o.placed, o.waiting, o.cancelled, o.conflicts,
+              std::chrono::duration_cast<Millis>(std::chrono::steady_clock::now() - now).count());
+        }
+      }
       if (failing) log_->info("scheduler: Postgres is back; passes resume");
       failing = false;
-      if (o.placed || o.cancelled || o.conflicts) {
-        log_->debug("scheduler pass: {} placed, {} waiting changed, {} cancelled, {} skipped",
-                    o.placed, o.waiting, o.cancelled, o.conflicts);
-      }
+      // Held back: the events' NOTIFY came before an older transaction let them through.
+      long wait_us = held_back_ ? 3000 : static_cast<long>(settings_.interval.count() * 1000);
+      listen_->await_notification(0, wait_us);
     } catch (const std::exception& e) {
       if (!failing) log_->warn("scheduler: {}; retrying", e.what());
       failing = true;
-      conn_.reset();
-    }
-    for (auto waited = Millis(0); waited < settings_.interval && !stopping_; waited += Millis(10)) {
-      std::this_thread::sleep_for(Millis(10));
+      Disconnect();
+      for (auto waited = Millis(0); waited < settings_.interval && !stopping_;
+           waited += Millis(10)) {
+        std::this_thread::sleep_for(Millis(10));
+      }
     }
   }
-  conn_.reset();
+  Disconnect();
 }
 
 PassOutcome Scheduler::PassOnce() {
-  if (!conn_) conn_ = core::Connect(conninfo_);
+  Connect();
+  Follow();
+  queue_.TakeChanged();
+  return Pass();
+}
+
+void Scheduler::Seed() {
+  RepeatableRead tx(*conn_);
+  // The projection's rows and its checkpoint come from one snapshot: the queue as of that
+  // cursor, and the log after it, miss nothing and count nothing twice.
+  core::LogCursor at;
+  auto cp = tx.exec("SELECT tx_id::text, position FROM subscriptions WHERE name = 'tasks'");
+  if (!cp.empty()) at = {cp[0][0].as<std::uint64_t>(), cp[0][1].as<std::int64_t>()};
+  TaskQueue queue;
+  for (const auto& r :
+       tx.exec("SELECT id::text, version, state, coalesce(spec::text, '{}'), submitted_position, "
+               "  coalesce(waiting_reason, ''), attempt, "
+               "  (extract(epoch FROM submitted_at) * 1000)::bigint, coalesce(cancel_reason, '') "
+               "FROM tasks WHERE state IN ('queued', 'cancelling')")) {
+    QueuedTask q;
+    q.task = SchedTaskFromSpec(r[0].c_str(), r[3].c_str());
+    q.task.submitted_position = r[4].as<std::int64_t>(0);
+    q.task.waiting_reason = r[5].c_str();
+    q.version = r[1].as<std::int64_t>();
+    q.cancelling = std::string(r[2].c_str()) == "cancelling";
+    q.attempt = r[6].as<int>(0);
+    q.submitted_ms = r[7].as<std::int64_t>(0);
+    q.cancel_reason = r[8].c_str();
+    queue.Add(std::move(q));
+  }
+  queue_ = std::move(queue);
+  cursor_ = at;
+  seeded_ = true;
+}
+
+void Scheduler::Follow() {
+  if (!seeded_) Seed();
+  constexpr int kBatch = 2000;
+  for (;;) {
+    RepeatableRead tx(*conn_);
+    core::FollowBatch batch =
+        core::ReadStreamsAfterCursor(tx, store_.catalogue(), cursor_, "task-", kBatch);
+    for (const auto& e : batch.events) queue_.Apply(e);
+    cursor_ = batch.next;
+    held_back_ = batch.held_back;
+    if (static_cast<int>(batch.events.size()) < kBatch) break;
+  }
+  std::vector<std::string> unloaded = queue_.Unloaded();
+  if (unloaded.empty()) return;
+  std::vector<std::string> streams;
+  for (const auto& id : unloaded) streams.push_back("task-" + id);
+  pqxx::read_transaction tx(*conn_);
+  for (const auto& r :
+       tx.exec_params("SELECT substr(stream_id, 6), data->'spec', position, "
+                      "  (extract(epoch FROM recorded_at) * 1000)::bigint "
+                      "FROM events WHERE stream_id = ANY($1::text[]) AND stream_version = 0",
+                      core::PgArrayLiteral(streams))) {
+    queue_.Load(r[0].c_str(), r[1].is_null() ? "{}" : r[1].c_str(), r[2].as<std::int64_t>(),
+                r[3].as<std::int64_t>());
+  }
+}
+
+void Scheduler::Housekeeping() {
+  SweepLostAttempts(*conn_, store_, settings_.accept_timeout, log_);
+  // A backstop: the writer ending an attempt releases its placement in the same transaction.
+  pqxx::work tx(*conn_);
+  tx.exec(
+      "DELETE FROM scheduler_placements p USING tasks t WHERE t.id = p.task_id AND "
+      "t.state IN ('cancelled', 'succeeded', 'failed', 'timed_out', 'lost') "
+      "AND t.attempt = p.attempt");
+  tx.commit();
+}
+
+PassOutcome Scheduler::Pass() {
   PassOutcome out;
+  std::vector<const QueuedTask*> head = queue_.Head(settings_.max_tasks_per_pass);
+  if (head.empty()) return out;
   pqxx::work tx(*conn_);
   // Passes take turns; the lock is released at commit, after this pass's rows are visible.
   tx.exec_params("SELECT pg_advisory_xact_lock($1)", core::LockKey("scheduler", "pass"));
-
-  std::vector<QueuedRow> queue;
-  for (const auto& r : tx.exec_params(
-           "SELECT t.id, t.version, t.state, t.priority, t.submitted_position, t.cpu_millis, "
-           "  t.memory_bytes, t.gpus, t.labels::text, coalesce(t.waiting_reason, ''), t.attempt, "
-           "  (extract(epoch FROM clock_timestamp() - t.submitted_at) * 1000)::bigint, "
-           "  coalesce(t.cancel_reason, '') "
-           "FROM tasks t WHERE t.state IN ('queued', 'cancelling') "
-           "  AND NOT EXISTS (SELECT 1 FROM scheduler_placements p WHERE p.task_id = t.id) "
-           "ORDER BY t.priority DESC, t.submitted_position LIMIT $1",
-           settings_.max_tasks_per_pass)) {
-    QueuedRow q;
-    q.task.id = r[0].c_str();
-    q.version = r[1].as<std::int64_t>();
-    q.state = r[2].c_str();
-    q.task.priority = r[3].as<int>();
-    q.task.submitted_position = r[4].as<std::int64_t>(0);
-    q.task.cpu_millis = r[5].as<std::int64_t>(0);
-    q.task.memory_bytes = r[6].as<std::int64_t>(0);
-    q.task.gpus = r[7].as<int>(0);
-    q.task.labels = ParseLabels(r[8].is_null() ? "{}" : r[8].c_str());
-    q.task.waiting_reason = r[9].c_str();
-    q.attempt = r[10].as<int>();
-    q.queued_ms = r[11].as<std::int64_t>(0);
-    q.cancel_reason = r[12].c_str();
-    queue.push_back(std::move(q));
-  }
 
   // Queued tasks whose cancel was requested end here; the rest are scheduled.
   std::vector<core::AppendRequest> requests;
   enum class Kind { kAssigned, kWaiting, kCancelled };
   struct Pending {
     Kind kind;
-    const QueuedRow* row;
+    const QueuedTask* row;
     Placement placement;
   };
   std::vector<Pending> pending;
-  std::map<std::string, const QueuedRow*> by_id;
+  std::map<std::string, const QueuedTask*> by_id;
   std::vector<SchedTask> to_place;
-  for (const QueuedRow& q : queue) {
-    by_id[q.task.id] = &q;
-    if (q.state == "cancelling") {
+  for (const QueuedTask* q : head) {
+    by_id[q->task.id] = q;
+    if (q->cancelling) {
       requests.push_back(
-          Fenced(q, "task.cancelled",
+          Fenced(*q, "task.cancelled",
                  core::JsonObject()
-                     .Str("task", q.task.id)
-                     .Int("attempt", q.attempt)
-                     .Str("reason", q.cancel_reason.empty() ? "cancelled before it was placed"
-                                                            : q.cancel_reason)
+                     .Str("task", q->task.id)
+                     .Int("attempt", q->attempt)
+                     .Str("reason", q->cancel_reason.empty() ? "cancelled before it was placed"
+                                                             : q->cancel_reason)
                      .Done()));
-      pending.push_back({Kind::kCancelled, &q, {}});
+      pending.push_back({Kind::kCancelled, q, {}});
     } else {
-      to_place.push_back(q.task);
+      to_place.push_back(q->task);
     }
   }
 
@@ -190,7 +276,7 @@ PassOutcome Scheduler::PassOnce() {
       SchedNode n;
       n.name = r[0].c_str();
       n.status = r[1].c_str();
-      n.labels = ParseLabels(r[2].c_str());
+      n.labels = LabelsFromJson(r[2].c_str());
       auto res = core::protocol::ParseResources(r[3].c_str());
       if (res.ok()) {
         n.cpu_millis = static_cast<std::int64_t>(res.value().cpu_cores) * 1000;
@@ -213,8 +299,22 @@ PassOutcome Scheduler::PassOnce() {
       n.used_gpu_indices = ParseIntArray(r[3].c_str());
     }
     SchedulePlan plan = Schedule(to_place, nodes);
+    // The assignment carries the spec, so the ingress hands it to the node without a lookup.
+    std::map<std::string, std::string> specs;
+    if (!plan.placements.empty()) {
+      std::vector<std::string> streams;
+      for (const Placement& p : plan.placements) streams.push_back("task-" + p.task_id);
+      for (const auto& r :
+           tx.exec_params("SELECT substr(stream_id, 6), data->'spec' FROM events "
+                          "WHERE stream_id = ANY($1::text[]) AND stream_version = 0",
+                          core::PgArrayLiteral(streams))) {
+        specs[r[0].c_str()] = r[1].is_null() ? "{}" : r[1].c_str();
+      }
+    }
+    std::int64_t now_ms = NowMillis();
     for (const Placement& p : plan.placements) {
-      const QueuedRow& q = *by_id.at(p.task_id);
+      const QueuedTask& q = *by_id.at(p.task_id);
+      auto spec = specs.find(p.task_id);
       requests.push_back(Fenced(
           q, "task.assigned",
           core::JsonObject()
@@ -227,12 +327,13 @@ PassOutcome Scheduler::PassOnce() {
                                     .Int("gpus", q.task.gpus)
                                     .Done())
               .Raw("gpu_indices", IntArray(p.gpu_indices, '[', ']'))
-              .Int("queued_ms", q.queued_ms)
+              .Int("queued_ms", std::max<std::int64_t>(0, now_ms - q.submitted_ms))
+              .Raw("spec", spec == specs.end() ? "{}" : spec->second)
               .Done()));
       pending.push_back({Kind::kAssigned, &q, p});
     }
     for (const Wait& w : plan.waiting) {
-      const QueuedRow& q = *by_id.at(w.task_id);
+      const QueuedTask& q = *by_id.at(w.task_id);
       if (q.task.waiting_reason == w.reason) continue;  // recorded already
       requests.push_back(
           Fenced(q, "task.waiting",
@@ -244,6 +345,8 @@ PassOutcome Scheduler::PassOnce() {
   // Appends first (their xid orders delivery), then the placement rows of those that landed.
   std::vector<core::AppendResult> results;
   if (!requests.empty()) results = store_.AppendAllInTransaction(tx, requests);
+  std::vector<std::string> ids, nodes, gpus, attempts, cpus, memories;
+  std::vector<core::RecordedEvent> landed;
   for (std::size_t i = 0; i < results.size(); ++i) {
     const Pending& p = pending[i];
     if (!results[i].ok()) {
@@ -255,13 +358,15 @@ PassOutcome Scheduler::PassOnce() {
       ++out.conflicts;
       continue;
     }
+    landed.push_back(AsRecorded(requests[i], results[i].value().last_version));
     switch (p.kind) {
       case Kind::kAssigned:
-        tx.exec_params(
-            "INSERT INTO scheduler_placements (task_id, attempt, node, cpu_millis, memory_bytes, "
-            "gpu_indices) VALUES ($1, $2, $3, $4, $5, $6::int[])",
-            p.row->task.id, p.row->attempt + 1, p.placement.node, p.row->task.cpu_millis,
-            p.row->task.memory_bytes, IntArray(p.placement.gpu_indices));
+        ids.push_back(p.row->task.id);
+        attempts.push_back(std::to_string(p.row->attempt + 1));
+        nodes.push_back(p.placement.node);
+        cpus.push_back(std::to_string(p.row->task.cpu_millis));
+        memories.push_back(std::to_string(p.row->task.memory_bytes));
+        gpus.push_back(IntArray(p.placement.gpu_indices, '[', ']'));
         ++out.placed;
         break;
       case Kind::kWaiting:
@@ -272,13 +377,21 @@ PassOutcome Scheduler::PassOnce() {
         break;
     }
   }
-  // Capacity of ended tasks returns to the pool.
-  out.released = static_cast<int>(
-      tx.exec("DELETE FROM scheduler_placements p USING tasks t WHERE t.id = p.task_id AND "
-              "t.state IN ('cancelled', 'succeeded', 'failed', 'timed_out', 'lost')")
-          .affected_rows());
+  if (!ids.empty()) {
+    // One statement for every placement of the pass.
+    tx.exec_params(
+        "INSERT INTO scheduler_placements (task_id, attempt, node, cpu_millis, memory_bytes, "
+        "gpu_indices) SELECT t::uuid, a, n, c, m, "
+        "  ARRAY(SELECT jsonb_array_elements_text(g::jsonb)::int) "
+        "FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[], "
+        "  $6::text[]) AS x(t, a, n, c, m, g)",
+        core::PgArrayLiteral(ids), core::PgArrayLiteral(attempts), core::PgArrayLiteral(nodes),
+        core::PgArrayLiteral(cpus), core::PgArrayLiteral(memories), core::PgArrayLiteral(gpus));
+  }
   tx.commit();
   if (!requests.empty()) store_.NotifyCommitted();
+  // The queue learns its own decisions now; the log delivers them again later (ignored).
+  for (const auto& e : landed) queue_.Apply(e);
   return out;
 }
 

@@ -3,12 +3,17 @@
 // transaction that records its decisions as events (task.assigned, task.waiting,
 // task.cancelled) together with its placement rows.
 //
+// Where the queue comes from: each copy keeps it in memory (task_queue.h), seeded from the
+// `tasks` projection at the projection's checkpoint and then fed the task events straight from
+// the log, woken by the store's NOTIFY. A pass runs when the queue changed (a submission, a
+// requeue, a cancel, capacity returned) or every `interval` while tasks wait, and never waits
+// for the projector.
+//
 // Why it is safe with several copies: a pass takes a transaction-scoped advisory lock first, so
 // passes take turns and each reads what the previous one committed; capacity in use comes from
 // `scheduler_placements`, written in the same transaction as the assignments; every append
-// expects the task stream's version the pass read (from the `tasks` projection), so a task that
-// moved on meanwhile (cancelled, assigned by a pass that read a lagging projection) is skipped,
-// never assigned twice.
+// expects the task stream's version this copy's queue holds, so a task that moved on meanwhile
+// (cancelled, assigned by the other copy) is skipped, never assigned twice.
 
 #include <atomic>
 #include <chrono>
@@ -19,12 +24,17 @@
 
 #include "core/event_store.h"
 #include "core/log.h"
+#include "handlers/task_queue.h"
 
 namespace unidesk::handlers {
 
 struct SchedulerSettings {
-  std::chrono::milliseconds interval{100};  // between passes (a pass with nothing to do is cheap)
-  int max_tasks_per_pass = 2000;            // the queue's head considered in one pass
+  /// At most this long between passes while tasks wait (nodes may have joined or freed up), and
+  /// between sweeps for lost attempts; a change in the queue wakes a pass at once.
+  std::chrono::milliseconds interval{100};
+  /// Between sweeps for lost attempts (their windows are seconds long).
+  std::chrono::milliseconds sweep_interval{1000};
+  int max_tasks_per_pass = 2000;  // the queue's head considered in one pass
   /// An assignment the node has not acknowledged after this is lost, and moved by the retry
   /// policy (the node may have crashed between receiving it and writing to its outbox).
   std::chrono::milliseconds accept_timeout{30000};
@@ -46,17 +56,33 @@ class Scheduler {
   ~Scheduler();
   void Start();
   void Stop();
-  /// One pass in the caller's thread. Throws what libpqxx throws.
+  /// Reads the log into the queue, then one pass, in the caller's thread. Throws what libpqxx
+  /// throws.
   PassOutcome PassOnce();
 
  private:
+  class Wakeup;
   void Run();
+  void Connect();
+  void Disconnect();
+  /// Seeds the queue when it has none, then applies the task events after its cursor.
+  void Follow();
+  void Seed();
+  /// Sweeps lost attempts and releases placements of ended tasks.
+  void Housekeeping();
+  PassOutcome Pass();
 
   std::string conninfo_;
   SchedulerSettings settings_;
   core::EventStore& store_;
   core::LoggerPtr log_;
   std::unique_ptr<pqxx::connection> conn_;
+  std::unique_ptr<pqxx::connection> listen_;
+  std::unique_ptr<Wakeup> wakeup_;
+  bool seeded_ = false;
+  bool held_back_ = false;
+  core::LogCursor cursor_;
+  TaskQueue queue_;
   std::atomic<bool> stopping_{false};
   std::thread thread_;
 };

@@ -84,6 +84,12 @@ void ProviderIngress::OnBusEvent(const core::RecordedEvent& e) {
           core::protocol::Cancel{task, attempt, data.Str("reason").value_or("")}));
       return;
     }
+    if (auto spec = data.Raw("spec")) {
+      // The assignment carries its spec: no lookup on the way to the node.
+      session->Send(AssignText(task, attempt, *spec, data.Raw("gpu_indices").value_or("[]")));
+      return;
+    }
+    // Recorded before assignments carried their spec.
     boost::asio::post(db_, [this, session, task, attempt, node = *node] {
       auto frame = tasks_.AssignFrame(task, attempt, node);
       if (!frame.ok()) {

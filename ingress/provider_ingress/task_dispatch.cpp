@@ -35,12 +35,12 @@ std::vector<int> IntList(const std::string& json) {
   return out;
 }
 
+}  // namespace
+
 std::string AssignText(const std::string& task, std::int64_t attempt, const std::string& spec,
                        const std::string& gpus_json) {
   return proto::Write(proto::Assign{task, attempt, spec, IntList(gpus_json)});
 }
-
-}  // namespace
 
 TaskDispatch::TaskDispatch(std::string conninfo, core::EventStore& events, IngressStore& store)
     : conninfo_(std::move(conninfo)), events_(events), store_(store) {}

@@ -21,6 +21,10 @@ struct ReportApplied {
   std::optional<core::protocol::Cancel> stop;
 };
 
+/// The `assign` frame of an attempt: its spec (canonical JSON) and GPU indices ("[0,2]").
+std::string AssignText(const std::string& task, std::int64_t attempt, const std::string& spec,
+                       const std::string& gpus_json);
+
 class TaskDispatch {
  public:
   TaskDispatch(std::string conninfo, core::EventStore& events, IngressStore& store);

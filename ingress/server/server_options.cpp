@@ -24,7 +24,7 @@ const char* const kServerOptionsUsage =
     "  --monitor-tick D          how often the monitor evaluates (1s)\n"
     "  --messages-per-s N        per-session message rate limit (50, burst 4x)\n"
     "  --accepts-per-s N         new sessions a second before 503 + Retry-After (500)\n"
-    "  --schedule-interval D     between scheduling passes (100ms)\n"
+    "  --schedule-interval D     between passes while tasks wait; a change passes at once (100ms)\n"
     "  --accept-timeout D        an assignment unacknowledged this long is lost (30s)\n"
     "  --api HOST:PORT           the core API's listener, internal only (127.0.0.1:8471)\n"
     "  --api-ready-file PATH     write the bound API port there once listening\n"

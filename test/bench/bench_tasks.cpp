@@ -11,6 +11,7 @@
 // runtime (TaskRunner) on a real Docker engine (ops/dockerd), the second run of the same pins
 // (mirror and image cached). Usage: ops/bench tasks [NODES] [TASKS]
 
+#include <array>
 #include <atomic>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -39,6 +40,7 @@ namespace net = boost::asio;
 namespace proto = core::protocol;
 using tcp = net::ip::tcp;
 using bench::Clock;
+using bench::Percentile;
 
 namespace {
 
@@ -195,6 +197,51 @@ double PrepareCachedMs(const std::string& dir) {
   return ms;
 }
 
+/// Seconds since the epoch of a steady-clock time point (the server's timestamps are wall time).
+double WallSeconds(Clock::time_point t, Clock::time_point steady0,
+                   std::chrono::system_clock::time_point wall0) {
+  return std::chrono::duration<double>(wall0.time_since_epoch()).count() +
+         std::chrono::duration<double>(t - steady0).count();
+}
+
+/// Where the assign latency goes, per task, from the bus: POST -> task.submitted recorded (its
+/// transaction's start) -> the scheduling pass that assigned it started -> the node read
+/// `assign`. Beside it, the projector's lag (a bench-only trigger on `tasks`), which the
+/// scheduler does not wait for.
+void PrintHops(const std::string& db, const std::map<std::string, Clock::time_point>& sent,
+               const std::map<std::string, Clock::time_point>& received, Clock::time_point steady0,
+               std::chrono::system_clock::time_point wall0) {
+  std::map<std::string, std::array<double, 3>> at;  // submitted, projected, assigned
+  pqxx::connection c(db);
+  pqxx::nontransaction tx(c);
+  for (const auto& r :
+       tx.exec("SELECT s.data->>'task', extract(epoch FROM s.recorded_at), "
+               "  extract(epoch FROM p.at), extract(epoch FROM a.recorded_at) "
+               "FROM events s JOIN bench_projected p ON p.id = s.data->>'task' "
+               "JOIN events a ON a.stream_id = s.stream_id AND a.type = 'task.assigned' "
+               "WHERE s.type = 'task.submitted'")) {
+    at[r[0].c_str()] = {r[1].as<double>(), r[2].as<double>(), r[3].as<double>()};
+  }
+  std::vector<double> append, project, queue, deliver;
+  for (const auto& [id, t] : at) {
+    auto s = sent.find(id);
+    auto g = received.find(id);
+    if (s == sent.end() || g == received.end()) continue;
+    append.push_back((t[0] - WallSeconds(s->second, steady0, wall0)) * 1000);
+    project.push_back((t[1] - t[0]) * 1000);
+    queue.push_back((t[2] - t[0]) * 1000);
+    deliver.push_back((WallSeconds(g->second, steady0, wall0) - t[2]) * 1000);
+  }
+  auto line = [](const char* name, std::vector<double>& v) {
+    std::printf("  %-44s p50 %8.1f ms  p99 %8.1f ms\n", name, Percentile(v, 50), Percentile(v, 99));
+  };
+  std::printf("where the assign latency goes (%zu tasks):\n", append.size());
+  line("POST -> task.submitted (transaction start)", append);
+  line("task.submitted -> the assigning pass started", queue);
+  line("pass started -> node read assign", deliver);
+  line("(task.submitted -> tasks row projected)", project);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -203,6 +250,14 @@ int main(int argc, char** argv) {
   std::string dir = "/tmp/unidesk-bench-tasks-" + std::to_string(getpid());
   test::Shell("mkdir -p " + bench::ShellQuote(dir));
   std::string db = bench::FreshDatabase("bench_tasks");
+  // Bench-only instrument: when the projector wrote each task's row.
+  bench::Exec(db,
+              "CREATE TABLE bench_projected (id text PRIMARY KEY, at timestamptz);"
+              "CREATE FUNCTION bench_projected() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+              "INSERT INTO bench_projected VALUES (NEW.id, clock_timestamp()) ON CONFLICT DO "
+              "NOTHING; RETURN NEW; END $$;"
+              "CREATE TRIGGER bench_projected AFTER INSERT ON tasks FOR EACH ROW EXECUTE "
+              "FUNCTION bench_projected()");
 
   // The ceiling first, on the same cluster.
   double ceiling = RawCommitsPerSecond(db, tasks);
@@ -264,6 +319,7 @@ int main(int argc, char** argv) {
   std::mutex sent_mu;
   std::atomic<int> next{0}, failed{0};
   auto t0 = Clock::now();
+  auto wall0 = std::chrono::system_clock::now();
   std::vector<std::thread> submitters;
   for (int i = 0; i < 8; ++i) {
     submitters.emplace_back(Submitter, api, tasks, std::ref(next), std::ref(sent),
@@ -306,9 +362,11 @@ int main(int argc, char** argv) {
       "ms, p99 %.1f ms; %lld succeeded on the bus\n",
       latency.size(), scheduled_per_s, p50, p99, succeeded);
 
+  PrintHops(db, sent, received.at, t0, wall0);
+
   std::printf("prepare, cached (real provider runtime, real dockerd):\n");
   double prepare = PrepareCachedMs(dir);
-  test::Shell("rm -rf " + bench::ShellQuote(dir));
+  if (std::getenv("UNIDESK_BENCH_KEEP") == nullptr) test::Shell("rm -rf " + bench::ShellQuote(dir));
 
   std::cout << bench::JsonLine("tasks")
                    .Num("submitted", static_cast<double>(sent.size()))

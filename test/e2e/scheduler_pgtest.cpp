@@ -376,3 +376,53 @@ TEST_CASE("two scheduler copies and many tasks: no node over-committed, no task 
   for (auto& p : providers) StopChild(*p, SIGTERM);
   StopChild(*a.process, SIGTERM);
 }
+
+TEST_CASE(
+    "the scheduler does not wait for the projector: its queue is the projection plus the log") {
+  TestDatabase db;
+  Dockerd docker;
+  BlackHole hole;
+  current_hole = &hole;
+  // Everything but the scheduler; the node joins and is projected online.
+  Server a = StartNodeServer(db.conninfo(), {"--roles", "ingress,projector,monitor,api"});
+  REQUIRE(a.port > 0);
+  auto node = StartSizedProvider(a, db.conninfo(), "n", 4, 8, 0, docker.socket);
+  REQUIRE(WaitForStatus(db.conninfo(), "n", "online"));
+  REQUIRE(WaitUntil(
+      [&] {
+        return Text(db.conninfo(), "SELECT health->>'docker_ok' FROM nodes WHERE name = 'n'") ==
+               "true";
+      },
+      std::chrono::seconds(10)));
+  std::string projected = Submit(db.conninfo(), "--name projected");
+  REQUIRE(WaitTask(db.conninfo(), projected, "state", "queued"));
+
+  // The projector stops for good; the node's session moves to a copy without it.
+  StopChild(*a.process, SIGTERM);
+  Server ingress = StartNodeServer(db.conninfo(), {"--roles", "ingress"}, a.port);
+  REQUIRE(ingress.port == a.port);
+  std::string unprojected = Submit(db.conninfo(), "--name unprojected");
+  CHECK(TaskField(db.conninfo(), unprojected, "state").empty());  // no row: nobody projects
+
+  // A scheduler starting now takes the first from the projection at its checkpoint and the
+  // second from the log after it; the node acknowledges both (the assignment carried its spec).
+  ChildProcess scheduler({ServerBinary(), "--db", db.conninfo(), "--roles", "scheduler"},
+                         {"UNIDESK_LOG=info"}, TempPath("scheduler.log"));
+  for (const std::string& id : {projected, unprojected}) {
+    CAPTURE(id);
+    CHECK(WaitUntil(
+        [&] {
+          return CountEvents(db.conninfo(), "stream_id = 'task-" + id +
+                                                "' AND type = 'task.accepted' AND "
+                                                "data->>'node' = 'n'") == 1;
+        },
+        std::chrono::seconds(15)));
+    CHECK(CountEvents(db.conninfo(), "stream_id = 'task-" + id + "' AND type = 'task.assigned' " +
+                                         "AND data->'spec'->>'name' IS NOT NULL") == 1);
+  }
+  CHECK(TaskField(db.conninfo(), unprojected, "state").empty());
+  Hole().Close();
+  StopChild(scheduler, SIGTERM);
+  StopChild(*node, SIGTERM);
+  StopChild(*ingress.process, SIGTERM);
+}
