@@ -10,6 +10,7 @@
 
 #include "core/ids.h"
 #include "core/protocol.h"
+#include "provider/host_hygiene.h"
 
 namespace unidesk::provider {
 
@@ -351,11 +352,39 @@ Agent::Agent(AgentConfig config, core::LoggerPtr log)
     }
   }
   tasks_->ReapOrphans();
+  hygiene_ = std::thread([this] { Hygiene(); });
 }
 
 Agent::~Agent() {
+  {
+    std::lock_guard<std::mutex> lock(hygiene_mu_);
+    hygiene_stop_ = true;
+  }
+  hygiene_cv_.notify_all();
+  if (hygiene_.joinable()) hygiene_.join();
   // Workers post to ioc_ and use the outbox: they end before either goes.
   tasks_.reset();
+}
+
+void Agent::Hygiene() {
+  HostHygiene hygiene(config_.data_dir, config_.probe.docker_socket, config_.hygiene, log_);
+  std::unique_lock<std::mutex> lock(hygiene_mu_);
+  while (!hygiene_cv_.wait_for(lock, config_.hygiene_interval, [this] { return hygiene_stop_; })) {
+    lock.unlock();
+    try {
+      tasks_->ReapOrphans();
+      // In use is read before the inventory: an attempt starting in between has not touched
+      // anything old yet, and what it creates is newer than anything collected first.
+      auto report = hygiene.Collect(tasks_->InUse());
+      if (report.removed > 0) {
+        log_->info("host hygiene: {} items removed, {} MB freed", report.removed,
+                   report.freed_bytes >> 20);
+      }
+    } catch (const std::exception& e) {
+      log_->warn("host hygiene: {}", e.what());
+    }
+    lock.lock();
+  }
 }
 
 AgentExit Agent::Run() {

@@ -6,7 +6,10 @@
 
 #include <atomic>
 #include <boost/asio/io_context.hpp>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
+#include <thread>
 
 #include "core/log.h"
 #include "provider/agent_config.h"
@@ -29,6 +32,9 @@ class Agent {
 
  private:
   class Session;
+  /// Every `hygiene_interval`: reap orphaned containers, then collect the disk (host_hygiene.h).
+  void Hygiene();
+
   AgentConfig config_;
   core::LoggerPtr log_;
   Outbox outbox_;
@@ -36,6 +42,10 @@ class Agent {
   std::unique_ptr<TaskManager> tasks_;
   std::atomic<bool> stopping_{false};
   std::shared_ptr<Session> session_;
+  std::mutex hygiene_mu_;
+  std::condition_variable hygiene_cv_;
+  bool hygiene_stop_ = false;
+  std::thread hygiene_;
 };
 
 }  // namespace unidesk::provider

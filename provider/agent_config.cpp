@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -29,6 +30,10 @@ const char* const kAgentUsage =
     "  --rescan D            re-read resources this often; changes are reported (60s)\n"
     "  --backoff-start D     first reconnect delay ceiling (1s); --backoff-cap D (60s);\n"
     "  --backoff-reset D     connected this long resets the backoff (60s)\n"
+    "  --gc-interval D       reap orphaned containers and collect the disk this often (60s)\n"
+    "  --disk-watermarks H,L above H% of the data dir's disk in use, remove least recently\n"
+    "                        used env images, mirrors and workspaces down to L% (85,70)\n"
+    "  --workspace-ttl D     an ended attempt's workspace is kept this long (24h)\n"
     "  --config FILE         `key = value` lines with the same keys as the flags\n"
     "  --version, --help\n"
     "\n"
@@ -122,6 +127,22 @@ core::Result<AgentConfig, std::string> LoadAgentConfig(int argc, char** argv) {
       err = duration(c.backoff.cap);
     } else if (key == "backoff-reset") {
       err = duration(c.backoff.reset);
+    } else if (key == "gc-interval") {
+      err = duration(c.hygiene_interval);
+    } else if (key == "workspace-ttl") {
+      std::chrono::milliseconds ttl{0};
+      err = duration(ttl);
+      c.hygiene.workspace_ttl_s = ttl.count() / 1000;
+    } else if (key == "disk-watermarks") {
+      int high = -1, low = -1;
+      char tail = 0;
+      if (std::sscanf(value.c_str(), "%d,%d%c", &high, &low, &tail) != 2 || low < 0 || high > 100 ||
+          low > high) {
+        return std::string("--disk-watermarks '" + value +
+                           "': expected HIGH,LOW percentages with 0 <= LOW <= HIGH <= 100");
+      }
+      c.hygiene.high_watermark = high / 100.0;
+      c.hygiene.low_watermark = low / 100.0;
     } else {
       return std::string("unknown option --" + key);
     }

@@ -7,6 +7,7 @@
 
 #include "core/result.h"
 #include "provider/backoff.h"
+#include "provider/host_hygiene.h"
 #include "provider/machine.h"
 
 namespace unidesk::provider {
@@ -22,6 +23,8 @@ struct AgentConfig {
   MachineProbe probe;
   std::chrono::milliseconds rescan{60000};  // how often resources are re-read
   BackoffSettings backoff;
+  std::chrono::milliseconds hygiene_interval{60000};  // orphan reaping and disk collection
+  HygienePolicy hygiene;
 };
 
 extern const char* const kAgentUsage;

@@ -297,6 +297,38 @@ DockerResult<std::vector<LabelledContainer>> DockerClient::ListLabelled(const st
   return out;
 }
 
+DockerResult<std::vector<LocalImage>> DockerClient::ListImages(const std::string& pattern) {
+  std::string filters = core::JsonObject().Raw("reference", Strings({pattern})).Done();
+  auto r = Call("GET", "/images/json?filters=" + UrlEncode(filters));
+  if (!r.ok()) return r.error();
+  if (r.value().status != 200) return FromStatus(r.value(), "list images");
+  rapidjson::Document d;
+  d.Parse(r.value().body.c_str());
+  if (!d.IsArray()) return DockerFailure{DockerError::kApi, "list images: not a JSON array"};
+  std::vector<LocalImage> out;
+  for (const auto& i : d.GetArray()) {
+    if (!i.IsObject() || !i.HasMember("Id") || !i["Id"].IsString()) continue;
+    LocalImage li;
+    li.id = i["Id"].GetString();
+    if (i.HasMember("RepoTags") && i["RepoTags"].IsArray()) {
+      for (const auto& t : i["RepoTags"].GetArray()) {
+        if (t.IsString()) li.tags.push_back(t.GetString());
+      }
+    }
+    if (i.HasMember("Size") && i["Size"].IsInt64()) li.size_bytes = i["Size"].GetInt64();
+    if (i.HasMember("Created") && i["Created"].IsInt64()) li.created_s = i["Created"].GetInt64();
+    out.push_back(std::move(li));
+  }
+  return out;
+}
+
+DockerResult<core::Unit> DockerClient::RemoveImage(const std::string& ref) {
+  auto r = Call("DELETE", "/images/" + UrlEncode(ref));
+  if (!r.ok()) return r.error();
+  if (r.value().status != 200) return FromStatus(r.value(), "remove image " + ref);
+  return core::Unit{};
+}
+
 DockerResult<std::vector<std::string>> DockerClient::ListByLabel(const std::string& label) {
   auto all = ListLabelled(label);
   if (!all.ok()) return all.error();

@@ -51,6 +51,13 @@ struct LabelledContainer {
   std::map<std::string, std::string> labels;
 };
 
+struct LocalImage {
+  std::string id;
+  std::vector<std::string> tags;
+  std::int64_t size_bytes = 0;
+  std::int64_t created_s = 0;  // epoch seconds
+};
+
 class DockerClient {
  public:
   explicit DockerClient(std::string socket_path) : socket_(std::move(socket_path)) {}
@@ -79,6 +86,11 @@ class DockerClient {
   DockerResult<std::vector<std::string>> ListByLabel(const std::string& label);
   /// The same containers with their labels.
   DockerResult<std::vector<LabelledContainer>> ListLabelled(const std::string& label);
+  /// Local images whose reference matches `pattern` ("unidesk-env/*").
+  DockerResult<std::vector<LocalImage>> ListImages(const std::string& pattern);
+  /// Untags `ref`, and removes the image when no tag is left. The engine refuses while a
+  /// container uses it.
+  DockerResult<core::Unit> RemoveImage(const std::string& ref);
 
   struct Response {
     unsigned status = 0;

@@ -6,6 +6,8 @@
 #include "core/json.h"
 #include "core/task_spec.h"
 #include "provider/docker_client.h"
+#include "provider/git_cache.h"
+#include "provider/host_hygiene.h"
 #include "provider/utf8.h"
 
 namespace unidesk::provider {
@@ -100,6 +102,24 @@ std::string TaskManager::RunningJson() const {
   return out + "]";
 }
 
+std::set<std::string> TaskManager::InUse() const {
+  std::set<std::string> keys;
+  GitCache git(runner_.data_dir);
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [key, a] : running_) {
+    using Kind = CacheItem::Kind;
+    keys.insert(InUseKey(Kind::kWorkspace, key.first + "-" + std::to_string(key.second)));
+    core::JsonReader spec(a->assign.spec_json);
+    auto code = spec.Str("code_repo_url").value_or("");
+    auto env = spec.Str("env_repo_url").value_or("");
+    keys.insert(InUseKey(Kind::kMirror, git.MirrorPath(code)));
+    keys.insert(InUseKey(Kind::kMirror, git.MirrorPath(env)));
+    keys.insert(InUseKey(Kind::kImage, EnvImageTag(env, spec.Str("env_commit_id").value_or(""),
+                                                   spec.Str("dockerfile_path").value_or(""))));
+  }
+  return keys;
+}
+
 void TaskManager::ReapOrphans() {
   DockerClient docker(runner_.docker_socket);
   auto found = docker.ListLabelled("unidesk.node=" + runner_.node);
@@ -119,11 +139,17 @@ void TaskManager::ReapOrphans() {
       std::lock_guard<std::mutex> lock(mu_);
       if (running_.count({task, attempt})) continue;
     }
+    bool ended;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ended = ended_.count({task, attempt}) > 0;
+    }
     auto removed = docker.Remove(c.id);
-    log_->warn("removed container {} of task {} attempt {}, left by an earlier agent{}",
+    log_->warn("removed container {} of task {} attempt {}, which no attempt of this agent runs{}",
                c.id.substr(0, 12), task, attempt,
                removed.ok() ? "" : " (removal failed: " + removed.error().message + ")");
-    if (task.empty() || attempt <= 0) continue;
+    // An attempt that ended here already said so; only one nobody reported is lost.
+    if (task.empty() || attempt <= 0 || ended) continue;
     MarkEnded(task, attempt);
     proto::TaskReport r;
     r.task = task;

@@ -36,10 +36,12 @@ class TaskManager {
   void Cancel(const core::protocol::Cancel& c);
   /// [{task, attempt}] of the attempts running now: the hello's `running_tasks`.
   std::string RunningJson() const;
-  /// At start: containers labelled with this node (`unidesk.node`) that no attempt of this
-  /// process runs were left by an earlier agent process. They are removed and their attempts
-  /// reported lost.
+  /// Containers labelled with this node (`unidesk.node`) that no attempt of this process runs:
+  /// left by an earlier agent process (at start), or by an attempt whose removal failed
+  /// (periodically). They are removed, and an attempt nobody reported ended is reported lost.
   void ReapOrphans();
+  /// Host hygiene's in-use keys of the running attempts: workspace, mirrors, env image.
+  std::set<std::string> InUse() const;
   /// Stops every attempt (each ends lost with `reason`) and waits for the workers.
   void Shutdown(const std::string& reason);
 

@@ -10,6 +10,7 @@
 #include "core/ids.h"
 #include "provider/docker_client.h"
 #include "provider/git_cache.h"
+#include "provider/host_hygiene.h"
 #include "provider/tar.h"
 
 namespace unidesk::provider {
@@ -106,6 +107,7 @@ RunOutcome TaskRunner::Run(const Assignment& a, const RunnerHooks& hooks) {
   o.git_ms = MsSince(tg);
   if (!code.ok()) return Failed(o, FromGit(code.error().code), code.error().message);
   o.code_fetched = code.value().fetched;
+  TouchUsed(git.MirrorPath(spec.code_repo_url));  // host hygiene collects by last use
 
   // 2. The env image: reused by tag, else built from the env repository at its commit.
   o.image = EnvImageTag(spec.env_repo_url, spec.env_commit_id, spec.dockerfile_path);
@@ -142,7 +144,9 @@ RunOutcome TaskRunner::Run(const Assignment& a, const RunnerHooks& hooks) {
                     "env image build failed: " + built.error().message);
     }
     o.image_built = true;
+    TouchUsed(git.MirrorPath(spec.env_repo_url));
   }
+  TouchUsed(ImageMarker(s_.data_dir, o.image));
   if (cancelled()) return Failed(o, FailureClass::kCancelled, "cancelled before the run");
 
   // 3. The container.

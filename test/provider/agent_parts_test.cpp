@@ -1,4 +1,5 @@
-// The agent's pure parts: backoff with full jitter, the on-disk outbox, nvidia-smi parsing.
+// The agent's pure parts: backoff with full jitter, the on-disk outbox, nvidia-smi parsing,
+// the configuration.
 
 #include <doctest/doctest.h>
 #include <unistd.h>
@@ -6,6 +7,7 @@
 #include <algorithm>
 #include <set>
 
+#include "provider/agent_config.h"
 #include "provider/backoff.h"
 #include "provider/machine.h"
 #include "provider/outbox.h"
@@ -85,4 +87,40 @@ TEST_CASE("nvidia-smi output becomes GPUs; unreadable lines are skipped") {
   CHECK(gpus[0].model == "NVIDIA A100-SXM4-40GB");
   CHECK(gpus[1].index == 1);
   CHECK(gpus[1].memory_bytes == 15360LL * 1024 * 1024);
+}
+
+namespace {
+
+unidesk::core::Result<AgentConfig, std::string> Config(std::vector<std::string> args) {
+  args.insert(args.begin(), {"--server", "ws://127.0.0.1:1", "--name", "n1"});
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  setenv("UNIDESK_NODE_TOKEN", "udn_test", 1);
+  return LoadAgentConfig(static_cast<int>(argv.size()), argv.data());
+}
+
+}  // namespace
+
+TEST_CASE("config: host hygiene flags, with defaults and clear errors") {
+  auto defaults = Config({});
+  REQUIRE(defaults.ok());
+  CHECK(defaults.value().hygiene_interval == std::chrono::seconds(60));
+  CHECK(defaults.value().hygiene.high_watermark == doctest::Approx(0.85));
+  CHECK(defaults.value().hygiene.low_watermark == doctest::Approx(0.70));
+  CHECK(defaults.value().hygiene.workspace_ttl_s == 24 * 3600);
+
+  auto set = Config({"--gc-interval", "5m", "--disk-watermarks", "90,60", "--workspace-ttl", "2h"});
+  REQUIRE(set.ok());
+  CHECK(set.value().hygiene_interval == std::chrono::minutes(5));
+  CHECK(set.value().hygiene.high_watermark == doctest::Approx(0.90));
+  CHECK(set.value().hygiene.low_watermark == doctest::Approx(0.60));
+  CHECK(set.value().hygiene.workspace_ttl_s == 7200);
+
+  for (const char* bad : {"60", "60,90", "90,60,1", "x,y", "101,50", "90,-1"}) {
+    CAPTURE(bad);
+    auto r = Config({"--disk-watermarks", bad});
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().find("--disk-watermarks") != std::string::npos);
+  }
+  CHECK_FALSE(Config({"--gc-interval", "soon"}).ok());
 }
