@@ -174,14 +174,7 @@ double PrepareCachedMs(const std::string& dir) {
   s.node = "bench";
   s.data_dir = dir + "/provider";
   s.docker_socket = docker.socket;
-  provider::Assignment a;
-  a.spec.code_repo_url = "file://" + repos.code;
-  a.spec.code_commit_id = repos.code_commit;
-  a.spec.env_repo_url = "file://" + repos.env;
-  a.spec.env_commit_id = repos.env_commit;
-  a.spec.dockerfile_path = "docker/Dockerfile";
-  a.spec.command = {"true"};
-  a.spec.timeout_s = 60;
+  provider::Assignment a = repos.Assignment("");
   double ms = -1;
   for (int run = 1; run <= 2; ++run) {
     a.task_id = core::NewUuid();

@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "provider/task_runner.h"
 #include "test/e2e/e2e_support.h"
 
 namespace unidesk::test::e2e {
@@ -69,6 +70,21 @@ struct TaskRepos {
                           "RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n"
                           "ENV PATH=/bin\n"}},
                         "cp /bin/busybox busybox");
+  }
+  /// An attempt of `command` pinned to both repositories, for the provider's runtime directly.
+  provider::Assignment Assignment(const std::string& task_id,
+                                  std::vector<std::string> command = {"true"}) const {
+    provider::Assignment a;
+    a.task_id = task_id;
+    a.attempt = 1;
+    a.spec.code_repo_url = "file://" + code;
+    a.spec.code_commit_id = code_commit;
+    a.spec.env_repo_url = "file://" + env;
+    a.spec.env_commit_id = env_commit;
+    a.spec.dockerfile_path = "docker/Dockerfile";
+    a.spec.command = std::move(command);
+    a.spec.timeout_s = 60;
+    return a;
   }
   /// `tasks submit` flags pinning both repositories (the server needs --allow-file-urls).
   std::string Pins() const {

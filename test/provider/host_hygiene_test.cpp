@@ -105,16 +105,7 @@ TEST_CASE("on a real engine: what runs left is collected, what a running attempt
   s.node = "hyg";
   s.data_dir = data;
   s.docker_socket = docker.socket;
-  Assignment a;
-  a.task_id = "task-one";
-  a.attempt = 1;
-  a.spec.code_repo_url = "file://" + repos.code;
-  a.spec.code_commit_id = repos.code_commit;
-  a.spec.env_repo_url = "file://" + repos.env;
-  a.spec.env_commit_id = repos.env_commit;
-  a.spec.dockerfile_path = "docker/Dockerfile";
-  a.spec.command = {"true"};
-  a.spec.timeout_s = 60;
+  Assignment a = repos.Assignment("task-one");
   RunOutcome o = TaskRunner(s).Run(a, {});
   REQUIRE(o.state == "succeeded");
   std::string image = o.image;
@@ -175,16 +166,7 @@ TEST_CASE("on a real engine: orphaned containers are reaped; only an unreported 
   s.node = "reaper";
   s.data_dir = test::e2e::TempPath("reaper-data");
   s.docker_socket = docker.socket;
-  Assignment a;
-  a.task_id = "build-only";
-  a.attempt = 1;
-  a.spec.code_repo_url = "file://" + repos.code;
-  a.spec.code_commit_id = repos.code_commit;
-  a.spec.env_repo_url = "file://" + repos.env;
-  a.spec.env_commit_id = repos.env_commit;
-  a.spec.dockerfile_path = "docker/Dockerfile";
-  a.spec.command = {"true"};
-  a.spec.timeout_s = 60;
+  Assignment a = repos.Assignment("build-only");
   RunOutcome o = TaskRunner(s).Run(a, {});
   REQUIRE(o.state == "succeeded");
   auto orphan = [&](const std::string& task) {
