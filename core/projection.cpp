@@ -1,6 +1,9 @@
 #include "core/projection.h"
 
+#include <algorithm>
 #include <cassert>
+#include <map>
+#include <tuple>
 #include <pqxx/tablewriter>
 
 #include "core/checkpoint.h"
@@ -60,15 +63,75 @@ bool SameInsertShape(const RowChange& a, const RowChange& b) {
   return b.op == RowChange::Op::kInsert && a.table == b.table && a.columns == b.columns;
 }
 
-void WriteUpsert(pqxx::transaction_base& tx, const RowChange& c) {
+/// Upserts of one shape (table, key, columns), rows with distinct keys: one statement.
+void WriteUpserts(pqxx::transaction_base& tx, const std::vector<const RowChange*>& rows) {
+  const RowChange& c = *rows.front();
   std::string sql = "INSERT INTO " + tx.quote_name(c.table) + " (" + ColumnList(tx, c.columns) +
-                    ") VALUES " + ValuesTuple(tx, c) + " ON CONFLICT (" +
-                    ColumnList(tx, c.key_columns) + ") DO UPDATE SET ";
+                    ") VALUES ";
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    if (i) sql += ", ";
+    sql += ValuesTuple(tx, *rows[i]);
+  }
+  sql += " ON CONFLICT (" + ColumnList(tx, c.key_columns) + ") DO UPDATE SET ";
   for (std::size_t i = 0; i < c.columns.size(); ++i) {
     if (i) sql += ", ";
     sql += tx.quote_name(c.columns[i]) + " = EXCLUDED." + tx.quote_name(c.columns[i]);
   }
   tx.exec(sql);
+}
+
+/// The key values of an upsert, in key-column order.
+std::vector<std::optional<std::string>> KeyOf(const RowChange& c) {
+  std::vector<std::optional<std::string>> key;
+  for (const auto& k : c.key_columns) {
+    auto at = std::find(c.columns.begin(), c.columns.end(), k);
+    key.push_back(at == c.columns.end() ? std::nullopt : c.values[at - c.columns.begin()]);
+  }
+  return key;
+}
+
+/// A run of consecutive upserts [first, last): the ones on one row merge into one (columns in
+/// order of first mention, the later value winning), which is what applying them in order
+/// leaves; then rows of one shape share a statement.
+void WriteUpsertRun(pqxx::transaction_base& tx, std::vector<RowChange>::const_iterator first,
+                    std::vector<RowChange>::const_iterator last) {
+  using RowKey = std::tuple<std::string, std::vector<std::string>,
+                            std::vector<std::optional<std::string>>>;
+  std::map<RowKey, std::size_t> index;
+  std::vector<RowChange> merged;
+  for (auto it = first; it != last; ++it) {
+    RowKey key{it->table, it->key_columns, KeyOf(*it)};
+    auto [at, fresh] = index.emplace(std::move(key), merged.size());
+    if (fresh) {
+      merged.push_back(*it);
+      continue;
+    }
+    RowChange& m = merged[at->second];
+    for (std::size_t i = 0; i < it->columns.size(); ++i) {
+      auto col = std::find(m.columns.begin(), m.columns.end(), it->columns[i]);
+      if (col == m.columns.end()) {
+        m.columns.push_back(it->columns[i]);
+        m.values.push_back(it->values[i]);
+      } else {
+        m.values[col - m.columns.begin()] = it->values[i];
+      }
+    }
+  }
+  constexpr std::size_t kRowsPerStatement = 500;
+  std::map<std::tuple<std::string, std::vector<std::string>, std::vector<std::string>>,
+           std::vector<const RowChange*>>
+      shapes;
+  for (const auto& m : merged) {
+    auto& rows = shapes[{m.table, m.key_columns, m.columns}];
+    rows.push_back(&m);
+    if (rows.size() == kRowsPerStatement) {
+      WriteUpserts(tx, rows);
+      rows.clear();
+    }
+  }
+  for (const auto& [shape, rows] : shapes) {
+    if (!rows.empty()) WriteUpserts(tx, rows);
+  }
 }
 
 void WriteDelete(pqxx::transaction_base& tx, const RowChange& c) {
@@ -112,8 +175,10 @@ void WriteRowChanges(pqxx::transaction_base& tx, const std::vector<RowChange>& c
   while (i < changes.size()) {
     const RowChange& c = changes[i];
     if (c.op == RowChange::Op::kUpsert) {
-      WriteUpsert(tx, c);
-      ++i;
+      std::size_t end = i;
+      while (end < changes.size() && changes[end].op == RowChange::Op::kUpsert) ++end;
+      WriteUpsertRun(tx, changes.begin() + i, changes.begin() + end);
+      i = end;
       continue;
     }
     if (c.op == RowChange::Op::kDelete) {

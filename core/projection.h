@@ -49,7 +49,9 @@ class Projector {
   virtual void Apply(const RecordedEvent& event, RowChanges& out) const = 0;
 };
 
-/// Writes `changes` in order; consecutive inserts into one table share one COPY.
+/// Writes `changes` as if in order: consecutive inserts into one table share one COPY; in a run
+/// of consecutive upserts, those on one row merge into one and rows of one shape share one
+/// statement (read-model tables have no foreign keys or triggers that would see the order).
 void WriteRowChanges(pqxx::transaction_base& tx, const std::vector<RowChange>& changes);
 
 /// Adapts a Projector to the subscription engine.

@@ -1,5 +1,10 @@
 #include "core/task_stream.h"
 
+#include <set>
+
+#include "core/ids.h"
+#include "core/pg.h"
+
 namespace unidesk::core {
 
 LoadedTask LoadTaskLocked(pqxx::work& tx, const std::string& task_id) {
@@ -18,9 +23,52 @@ LoadedTask LoadTaskLocked(pqxx::work& tx, const std::string& task_id) {
   return out;
 }
 
-AppendResult ApplyTaskDecision(pqxx::work& tx, EventStore& store, const LoadedTask& t,
-                               const TaskDecision& d, const EventMetadata& meta,
-                               std::optional<std::string> idempotency_key) {
+std::map<std::string, LoadedTask> LoadTasksLocked(pqxx::work& tx,
+                                                  const std::vector<std::string>& task_ids) {
+  std::map<std::string, LoadedTask> out;
+  if (task_ids.empty()) return out;
+  std::set<std::int64_t> keys;
+  std::vector<std::string> streams;
+  for (const auto& id : task_ids) {
+    streams.push_back("task-" + id);
+    keys.insert(LockKey("stream", streams.back()));
+  }
+  std::vector<std::string> key_text;
+  for (auto k : keys) key_text.push_back(std::to_string(k));
+  // OFFSET 0 keeps the sorted subquery from being flattened: locks are taken in key order.
+  tx.exec_params(
+      "SELECT count(pg_advisory_xact_lock(k)) FROM "
+      "(SELECT k FROM unnest($1::bigint[]) k ORDER BY k OFFSET 0) s",
+      PgArrayLiteral(key_text));
+  std::map<std::string, std::vector<TaskEventView>> events;
+  for (const auto& row :
+       tx.exec_params("SELECT substr(stream_id, 6), type, data::text, stream_version FROM events "
+                      "WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, stream_version",
+                      PgArrayLiteral(streams))) {
+    std::string id = row[0].as<std::string>();
+    events[id].push_back({row[1].as<std::string>(), row[2].as<std::string>()});
+    out[id].version = row[3].as<std::int64_t>();
+  }
+  for (const auto& id : task_ids) out[id].status = FoldTask(events[id]);
+  return out;
+}
+
+void ReleasePlacements(pqxx::work& tx,
+                       const std::vector<std::pair<std::string, std::int64_t>>& attempts) {
+  if (attempts.empty()) return;
+  std::vector<std::string> tasks, numbers;
+  for (const auto& [task, attempt] : attempts) {
+    tasks.push_back(task);
+    numbers.push_back(std::to_string(attempt));
+  }
+  tx.exec_params(
+      "DELETE FROM scheduler_placements p USING unnest($1::uuid[], $2::int[]) AS e(task, attempt) "
+      "WHERE p.task_id = e.task AND p.attempt = e.attempt",
+      PgArrayLiteral(tasks), PgArrayLiteral(numbers));
+}
+
+AppendRequest TaskAppend(const LoadedTask& t, const TaskDecision& d, const EventMetadata& meta,
+                         std::optional<std::string> idempotency_key) {
   AppendRequest req;
   req.stream_id = "task-" + t.status.task_id;
   req.expected = ExpectedVersion::Exactly(t.version);
@@ -32,11 +80,14 @@ AppendResult ApplyTaskDecision(pqxx::work& tx, EventStore& store, const LoadedTa
     n.metadata = meta;
     req.events.push_back(std::move(n));
   }
-  auto r = store.AppendInTransaction(tx, std::move(req));
-  if (r.ok() && d.attempt_ended) {
-    tx.exec_params("DELETE FROM scheduler_placements WHERE task_id = $1 AND attempt = $2",
-                   t.status.task_id, t.status.attempt);
-  }
+  return req;
+}
+
+AppendResult ApplyTaskDecision(pqxx::work& tx, EventStore& store, const LoadedTask& t,
+                               const TaskDecision& d, const EventMetadata& meta,
+                               std::optional<std::string> idempotency_key) {
+  auto r = store.AppendInTransaction(tx, TaskAppend(t, d, meta, std::move(idempotency_key)));
+  if (r.ok() && d.attempt_ended) ReleasePlacements(tx, {{t.status.task_id, t.status.attempt}});
   return r;
 }
 

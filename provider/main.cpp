@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "core/log.h"
+#include "core/version.h"
 #include "provider/agent.h"
 #include "provider/agent_config.h"
 
@@ -15,7 +16,7 @@ int main(int argc, char** argv) {
   using namespace unidesk::provider;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--version") == 0) {
-      std::printf("unidesk-provider %s (%s)\n", UNIDESK_VERSION, UNIDESK_GIT_COMMIT);
+      std::printf("unidesk-provider %s (%s)\n", UNIDESK_VERSION, unidesk::core::GitCommit());
       return 0;
     }
     if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {

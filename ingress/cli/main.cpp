@@ -8,6 +8,7 @@
 
 #include "core/event_catalogue.h"
 #include "core/log.h"
+#include "core/version.h"
 #include "ingress/cli/commands.h"
 #include "ingress/config.h"
 
@@ -65,7 +66,7 @@ int main(int argc, char** argv) {
     return pos.empty() && !args.Has("help") ? 2 : 0;
   }
   if (args.Has("version") || pos[0] == "version") {
-    std::printf("unidesk %s (%s)\n", UNIDESK_VERSION, UNIDESK_GIT_COMMIT);
+    std::printf("unidesk %s (%s)\n", UNIDESK_VERSION, core::GitCommit());
     return 0;
   }
   core::EventCatalogue catalogue = core::BuiltinCatalogue();

@@ -11,6 +11,7 @@
 #include "ingress/provider_ingress/session_registry.h"
 #include "ingress/provider_ingress/settings.h"
 #include "ingress/provider_ingress/task_dispatch.h"
+#include "ingress/provider_ingress/task_report_queue.h"
 #include "ingress/provider_ingress/token_bucket.h"
 
 namespace unidesk::ingress {
@@ -22,6 +23,7 @@ struct IngressContext {
   std::string ingress_id;
   IngressStore& store;
   TaskDispatch& tasks;
+  TaskReportQueue& reports;  // task reports, applied in groups
   SessionRegistry& registry;
   HeartbeatBatcher& heartbeats;
   boost::asio::thread_pool& db;  // blocking Postgres work runs here, never on socket threads

@@ -7,6 +7,7 @@
 
 #include "core/json.h"
 #include "core/protocol.h"
+#include "core/version.h"
 #include "ingress/provider_ingress/provider_session.h"
 
 namespace unidesk::ingress {
@@ -62,7 +63,7 @@ void HttpFront::Route() {
       net::post(self->stream_.get_executor(), [self, ping] {
         std::string version = core::JsonObject()
                                   .Str("version", UNIDESK_VERSION)
-                                  .Str("commit", UNIDESK_GIT_COMMIT)
+                                  .Str("commit", core::GitCommit())
                                   .Done();
         if (ping.ok()) {
           self->Respond(200, core::JsonObject()

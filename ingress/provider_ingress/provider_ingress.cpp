@@ -29,11 +29,13 @@ ProviderIngress::ProviderIngress(IngressSettings settings, const std::string& co
       db_(static_cast<std::size_t>(settings.db_threads)),
       store_(conninfo, id_, events),
       tasks_(conninfo, events, store_),
+      reports_(tasks_, 2, 256),
       heartbeats_(store_, registry_, settings.heartbeat_flush, log),
       ctx_{settings,
            id_,
            store_,
            tasks_,
+           reports_,
            registry_,
            heartbeats_,
            db_,
@@ -60,6 +62,7 @@ void ProviderIngress::Start() {
     io_threads_.emplace_back([this] { ioc_.run(); });
   }
   heartbeats_.Start();
+  reports_.Start();
   tail_.Start();
   log_->info("provider ingress {} listening on {}:{}{}", id_, ctx_.settings.address, port(),
              core::protocol::kPath);
@@ -122,6 +125,7 @@ void ProviderIngress::Stop() {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   heartbeats_.Stop();
+  reports_.Stop();
   work_.reset();
   ioc_.stop();
   for (auto& t : io_threads_) t.join();

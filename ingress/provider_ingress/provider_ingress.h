@@ -44,6 +44,7 @@ class ProviderIngress {
   boost::asio::thread_pool db_;
   IngressStore store_;
   TaskDispatch tasks_;
+  TaskReportQueue reports_;
   SessionRegistry registry_;
   HeartbeatBatcher heartbeats_;
   IngressContext ctx_;

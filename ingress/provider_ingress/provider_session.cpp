@@ -156,11 +156,20 @@ void ProviderSession::OnHello(proto::Hello hello) {
 }
 
 void ProviderSession::OnReport(proto::Report report) {
+  if (report.kind == "task") {
+    // Applied in a group with what other sessions report meanwhile (task_report_queue.h).
+    TaskReportIn in{id_.node, session_, report};
+    ctx_.reports.Submit(std::move(in), [self = shared_from_this(),
+                                        report = std::move(report)](ReportResult applied) {
+      net::dispatch(self->ws_.get_executor(), [self, report, applied = std::move(applied)] {
+        self->OnReportApplied(report, applied);
+      });
+    });
+    return;
+  }
   net::post(ctx_.db, [self = shared_from_this(), report = std::move(report)] {
-    core::Result<ReportApplied, StoreFailure> applied = ReportApplied{};
-    if (report.kind == "task") {
-      applied = self->ctx_.tasks.RecordTaskReport(self->id_.node, self->session_, report);
-    } else if (report.kind == "log") {
+    ReportResult applied = ReportApplied{};
+    if (report.kind == "log") {
       applied = self->ctx_.tasks.RecordLogReport(self->id_.node, self->session_, report);
     } else {
       auto r = self->ctx_.store.RecordReport(self->id_.node, self->session_, report);
@@ -171,17 +180,21 @@ void ProviderSession::OnReport(proto::Report report) {
       }
     }
     net::dispatch(self->ws_.get_executor(), [self, report, applied = std::move(applied)] {
-      if (!applied.ok()) {
-        // Not acknowledged: the agent keeps it in its outbox and sends it again.
-        self->Send(proto::Write(proto::Error{report.id, "unavailable", applied.error().message}));
-        self->CloseOnStrand(CloseCode::kTryAgainLater, "cannot record reports; retry later");
-      } else {
-        self->Send(proto::Write(proto::Ack{report.outbox, report.seq, applied.value().rejected}));
-        if (applied.value().stop) self->Send(proto::Write(*applied.value().stop));
-      }
-      self->DoRead();
+      self->OnReportApplied(report, applied);
     });
   });
+}
+
+void ProviderSession::OnReportApplied(const proto::Report& report, const ReportResult& applied) {
+  if (!applied.ok()) {
+    // Not acknowledged: the agent keeps it in its outbox and sends it again.
+    Send(proto::Write(proto::Error{report.id, "unavailable", applied.error().message}));
+    CloseOnStrand(CloseCode::kTryAgainLater, "cannot record reports; retry later");
+  } else {
+    Send(proto::Write(proto::Ack{report.outbox, report.seq, applied.value().rejected}));
+    if (applied.value().stop) Send(proto::Write(*applied.value().stop));
+  }
+  DoRead();
 }
 
 void ProviderSession::CatchUp(std::string running_tasks_json) {

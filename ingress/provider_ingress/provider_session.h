@@ -46,6 +46,8 @@ class ProviderSession : public std::enable_shared_from_this<ProviderSession> {
   bool Handle(const std::string& text);
   void OnHello(core::protocol::Hello hello);
   void OnReport(core::protocol::Report report);
+  /// Acknowledges the report (or says it could not be recorded) and reads the next message.
+  void OnReportApplied(const core::protocol::Report& report, const ReportResult& applied);
   /// After welcome: the node is sent its placed attempts and told to stop stale ones.
   void CatchUp(std::string running_tasks_json);
   /// Records `reason` as ingress.rejected; sends an error frame; closes with `code` unless 0.

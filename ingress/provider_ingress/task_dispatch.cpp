@@ -2,11 +2,13 @@
 
 #include <rapidjson/document.h>
 
+#include <map>
 #include <set>
 #include <utility>
 
 #include "core/ids.h"
 #include "core/json.h"
+#include "core/pg.h"
 #include "core/task_stream.h"
 
 namespace unidesk::ingress {
@@ -58,48 +60,126 @@ ReportApplied TaskDispatch::Reject(const std::string& node, const std::string& s
   return ReportApplied{why, std::move(stop)};
 }
 
-core::Result<ReportApplied, StoreFailure> TaskDispatch::RecordTaskReport(
-    const std::string& node, const std::string& session, const proto::Report& report) {
-  auto parsed = proto::ParseTaskReport(report.body_json);
-  if (!parsed.ok()) {
-    return Reject(node, session, "bad_report", "bad task report: " + parsed.error().message, {});
+struct TaskDispatch::Parsed {
+  std::size_t index;  // in the caller's vector
+  const TaskReportIn* in;
+  proto::TaskReport report;
+  std::string key;
+};
+
+ReportResult TaskDispatch::RecordTaskReport(const std::string& node, const std::string& session,
+                                            const proto::Report& report) {
+  return RecordTaskReports({TaskReportIn{node, session, report}})[0];
+}
+
+std::vector<ReportResult> TaskDispatch::RecordTaskReports(const std::vector<TaskReportIn>& in) {
+  std::vector<ReportResult> out(in.size(), ReportApplied{});
+  std::vector<Parsed> pending;
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    const TaskReportIn& r = in[i];
+    auto parsed = proto::ParseTaskReport(r.report.body_json);
+    if (!parsed.ok()) {
+      out[i] =
+          Reject(r.node, r.session, "bad_report", "bad task report: " + parsed.error().message, {});
+    } else if (!core::IsUuid(parsed.value().task)) {
+      out[i] = Reject(r.node, r.session, "bad_report",
+                      "bad task report: '" + parsed.value().task + "' is not a task id", {});
+    } else {
+      pending.push_back({i, &r, parsed.value(), ReportKey(r.node, r.report)});
+    }
   }
-  const proto::TaskReport& r = parsed.value();
-  if (!core::IsUuid(r.task)) {
-    return Reject(node, session, "bad_report", "bad task report: '" + r.task + "' is not a task id",
-                  {});
+  // Each round takes the first report of every task still pending, so one task's reports are
+  // decided in the order they arrived.
+  while (!pending.empty()) {
+    std::vector<Parsed> group, later;
+    std::set<std::string> tasks;
+    for (auto& p : pending) {
+      (tasks.insert(p.report.task).second ? group : later).push_back(std::move(p));
+    }
+    ApplyGroup(group, out);
+    pending = std::move(later);
   }
-  std::string key = ReportKey(node, report);
+  return out;
+}
+
+void TaskDispatch::ApplyGroup(const std::vector<Parsed>& group, std::vector<ReportResult>& out) {
+  struct Refusal {
+    const Parsed* p;
+    std::string reason, why;
+    std::optional<proto::Cancel> stop;
+  };
+  std::vector<Refusal> refused;  // recorded after the commit, never under the stream locks
   try {
     pqxx::work tx(Db());
-    core::LoadedTask t = core::LoadTaskLocked(tx, r.task);
-    if (KeySeen(tx, key)) return ReportApplied{};  // a resend after a lost ack
-    core::TaskDecision d = core::DecideReport(t.status, node, r);
-    if (!d.rejected.empty()) {
-      tx.abort();
-      // The node runs something the server does not: it is told to stop it.
-      return Reject(node, session, "stale_report",
-                    "task " + r.task + " attempt " + std::to_string(r.attempt) + ": " + d.rejected,
-                    proto::Cancel{r.task, r.attempt, "the server no longer runs this attempt"});
+    std::vector<std::string> ids, keys;
+    for (const auto& p : group) {
+      ids.push_back(p.report.task);
+      keys.push_back(p.key);
     }
-    if (d.events.empty()) return ReportApplied{};  // a repeat, or older than what is known
-    auto a = core::ApplyTaskDecision(tx, events_, t, d, NodeMeta(node, r.task), key);
-    if (!a.ok()) {
-      bool transient = a.error().code == core::AppendError::kUnavailable ||
-                       a.error().code == core::AppendError::kCommitUnknown ||
-                       a.error().code == core::AppendError::kStopped;
+    std::map<std::string, core::LoadedTask> loaded = core::LoadTasksLocked(tx, ids);
+    std::set<std::string> seen;
+    for (const auto& row :
+         tx.exec_params("SELECT key FROM idempotency_keys WHERE key = ANY($1::text[])",
+                        core::PgArrayLiteral(keys))) {
+      seen.insert(row[0].as<std::string>());
+    }
+    std::vector<core::AppendRequest> requests;
+    std::vector<const Parsed*> appended;
+    std::vector<bool> ends;
+    for (const auto& p : group) {
+      if (seen.count(p.key)) continue;  // a resend after a lost ack
+      const core::LoadedTask& t = loaded.at(p.report.task);
+      core::TaskDecision d = core::DecideReport(t.status, p.in->node, p.report);
+      if (!d.rejected.empty()) {
+        // The node runs something the server does not: it is told to stop it.
+        refused.push_back({&p, "stale_report",
+                           "task " + p.report.task + " attempt " +
+                               std::to_string(p.report.attempt) + ": " + d.rejected,
+                           proto::Cancel{p.report.task, p.report.attempt,
+                                         "the server no longer runs this attempt"}});
+        continue;
+      }
+      if (d.events.empty()) continue;  // a repeat, or older than what is known
+      requests.push_back(core::TaskAppend(t, d, NodeMeta(p.in->node, p.report.task), p.key));
+      appended.push_back(&p);
+      ends.push_back(d.attempt_ended);
+    }
+    std::vector<core::AppendResult> results = events_.AppendAllInTransaction(tx, requests);
+    std::vector<std::pair<std::string, std::int64_t>> released;
+    bool wrote = false;
+    for (std::size_t k = 0; k < results.size(); ++k) {
+      const Parsed& p = *appended[k];
+      const core::AppendResult& a = results[k];
+      if (a.ok()) {
+        wrote = true;
+        if (ends[k]) released.emplace_back(p.report.task, loaded.at(p.report.task).status.attempt);
+        continue;
+      }
       std::string why =
           std::string(core::AppendErrorName(a.error().code)) + ": " + a.error().message;
-      if (transient) return StoreFailure{StoreError::kUnavailable, why};
-      tx.abort();
-      return Reject(node, session, "report_refused", why, {});
+      if (a.error().code == core::AppendError::kUnavailable ||
+          a.error().code == core::AppendError::kCommitUnknown ||
+          a.error().code == core::AppendError::kStopped) {
+        out[p.index] = StoreFailure{StoreError::kUnavailable, why};
+      } else {
+        refused.push_back({&p, "report_refused", why, {}});
+      }
     }
+    core::ReleasePlacements(tx, released);
     tx.commit();
-    events_.NotifyCommitted();
-    return ReportApplied{};
+    if (wrote) events_.NotifyCommitted();
   } catch (const std::exception& e) {
     DropThreadConnectionIfLost(conninfo_, e);
-    return StoreUnavailable(e);
+    if (group.size() > 1 && !core::IsConnectionLost(e)) {
+      // One report Postgres refuses must not hold back the others that shared its transaction.
+      for (const auto& p : group) ApplyGroup({p}, out);
+      return;
+    }
+    for (const auto& p : group) out[p.index] = StoreUnavailable(e);
+    return;
+  }
+  for (auto& r : refused) {
+    out[r.p->index] = Reject(r.p->in->node, r.p->in->session, r.reason, r.why, std::move(r.stop));
   }
 }
 

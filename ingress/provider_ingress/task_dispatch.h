@@ -21,6 +21,15 @@ struct ReportApplied {
   std::optional<core::protocol::Cancel> stop;
 };
 
+/// A node's report of kind "task", as it arrived on a session.
+struct TaskReportIn {
+  std::string node;
+  std::string session;
+  core::protocol::Report report;
+};
+
+using ReportResult = core::Result<ReportApplied, StoreFailure>;
+
 /// The `assign` frame of an attempt: its spec (canonical JSON) and GPU indices ("[0,2]").
 std::string AssignText(const std::string& task, std::int64_t attempt, const std::string& spec,
                        const std::string& gpus_json);
@@ -31,9 +40,12 @@ class TaskDispatch {
 
   /// A report of kind "task": its decision (core/task_lifecycle.h) appended under the task
   /// stream's lock with the idempotency key report/<node>/<outbox>/<seq>.
-  core::Result<ReportApplied, StoreFailure> RecordTaskReport(const std::string& node,
-                                                             const std::string& session,
-                                                             const core::protocol::Report& r);
+  ReportResult RecordTaskReport(const std::string& node, const std::string& session,
+                                const core::protocol::Report& r);
+  /// Many such reports in one transaction (what arrived together, see TaskReportQueue): every
+  /// task stream locked at once, each decision taken as if alone. Two reports on one task are
+  /// applied in order, in successive transactions. Results are in the order of `in`.
+  std::vector<ReportResult> RecordTaskReports(const std::vector<TaskReportIn>& in);
   /// A report of kind "log": task.log on the stream tasklog-<task>, if the attempt is live there.
   core::Result<ReportApplied, StoreFailure> RecordLogReport(const std::string& node,
                                                             const std::string& session,
@@ -51,6 +63,9 @@ class TaskDispatch {
  private:
   pqxx::connection& Db();
   bool KeySeen(pqxx::transaction_base& tx, const std::string& key);
+  struct Parsed;
+  /// Applies reports on distinct tasks in one transaction; fills out[p.index].
+  void ApplyGroup(const std::vector<Parsed>& group, std::vector<ReportResult>& out);
   ReportApplied Reject(const std::string& node, const std::string& session,
                        const std::string& reason, const std::string& why,
                        std::optional<core::protocol::Cancel> stop);

@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "core/migrator.h"
 #include "core/pg.h"
+#include "core/version.h"
 #include "core/xid_horizon.h"
 #include "handlers/liveness_monitor.h"
 #include "ingress/cli/args.h"
@@ -70,7 +71,7 @@ int main(int argc, char** argv) {
   auto options = ingress::ParseServerOptions(args);
   if (!options.ok()) return ingress::Fail(options.error(), 2);
   if (args.Has("version")) {
-    std::printf("unidesk-server %s (%s)\n", UNIDESK_VERSION, UNIDESK_GIT_COMMIT);
+    std::printf("unidesk-server %s (%s)\n", UNIDESK_VERSION, core::GitCommit());
     return 0;
   }
   std::string conninfo = ingress::DatabaseFrom(args.Get("db"));
@@ -170,7 +171,7 @@ int main(int argc, char** argv) {
       std::rename((*f + ".tmp").c_str(), f->c_str());
     }
   }
-  log->info("unidesk-server {} ({}) running roles: {}", UNIDESK_VERSION, UNIDESK_GIT_COMMIT,
+  log->info("unidesk-server {} ({}) running roles: {}", UNIDESK_VERSION, core::GitCommit(),
             args.Get("roles").value_or("all"));
   int sig = 0;
   sigwait(&signals, &sig);
