@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cassert>
 #include <map>
-#include <tuple>
 #include <pqxx/tablewriter>
+#include <tuple>
 
 #include "core/checkpoint.h"
 
@@ -66,8 +66,8 @@ bool SameInsertShape(const RowChange& a, const RowChange& b) {
 /// Upserts of one shape (table, key, columns), rows with distinct keys: one statement.
 void WriteUpserts(pqxx::transaction_base& tx, const std::vector<const RowChange*>& rows) {
   const RowChange& c = *rows.front();
-  std::string sql = "INSERT INTO " + tx.quote_name(c.table) + " (" + ColumnList(tx, c.columns) +
-                    ") VALUES ";
+  std::string sql =
+      "INSERT INTO " + tx.quote_name(c.table) + " (" + ColumnList(tx, c.columns) + ") VALUES ";
   for (std::size_t i = 0; i < rows.size(); ++i) {
     if (i) sql += ", ";
     sql += ValuesTuple(tx, *rows[i]);
@@ -95,8 +95,8 @@ std::vector<std::optional<std::string>> KeyOf(const RowChange& c) {
 /// leaves; then rows of one shape share a statement.
 void WriteUpsertRun(pqxx::transaction_base& tx, std::vector<RowChange>::const_iterator first,
                     std::vector<RowChange>::const_iterator last) {
-  using RowKey = std::tuple<std::string, std::vector<std::string>,
-                            std::vector<std::optional<std::string>>>;
+  using RowKey =
+      std::tuple<std::string, std::vector<std::string>, std::vector<std::optional<std::string>>>;
   std::map<RowKey, std::size_t> index;
   std::vector<RowChange> merged;
   for (auto it = first; it != last; ++it) {
