@@ -5,6 +5,8 @@
 #include <limits>
 #include <stdexcept>
 
+#include "core/pg.h"
+
 namespace unidesk::core {
 namespace {
 
@@ -85,8 +87,11 @@ SafeBatch ReadAfterCursor(pqxx::transaction_base& tx, const EventCatalogue& cata
   return batch;
 }
 
-FollowBatch ReadStreamsAfterCursor(pqxx::transaction_base& tx, const EventCatalogue& catalogue,
-                                   LogCursor after, const std::string& stream_prefix, int limit) {
+namespace {
+
+/// A filtered follower's read: `match` is an SQL condition on $4.
+FollowBatch Follow(pqxx::transaction_base& tx, const EventCatalogue& catalogue, LogCursor after,
+                   const char* match, const std::string& param, int limit) {
   FollowBatch batch;
   auto h = tx.exec(
       "SELECT x::text, coalesce((SELECT tx_id >= x FROM events ORDER BY tx_id DESC, position "
@@ -95,10 +100,10 @@ FollowBatch ReadStreamsAfterCursor(pqxx::transaction_base& tx, const EventCatalo
   batch.held_back = h[1].as<bool>();
   std::string sql = std::string("SELECT ") + kColumns +
                     " FROM events WHERE (tx_id, position) > ($1::text::xid8, $2::bigint)"
-                    " AND tx_id < $3::text::xid8 AND starts_with(stream_id, $4)"
-                    " ORDER BY events.tx_id, events.position LIMIT $5";
+                    " AND tx_id < $3::text::xid8 AND " +
+                    match + " ORDER BY events.tx_id, events.position LIMIT $5";
   batch.events = ToEvents(tx.exec_params(sql, std::to_string(after.tx_id), after.position,
-                                         std::to_string(xmin), stream_prefix, limit),
+                                         std::to_string(xmin), param, limit),
                           catalogue);
   batch.next = batch.events.empty() ? after : batch.events.back().cursor();
   if (static_cast<int>(batch.events.size()) < limit) {
@@ -107,6 +112,46 @@ FollowBatch ReadStreamsAfterCursor(pqxx::transaction_base& tx, const EventCatalo
     if (batch.next < horizon) batch.next = horizon;
   }
   return batch;
+}
+
+}  // namespace
+
+FollowBatch ReadStreamsAfterCursor(pqxx::transaction_base& tx, const EventCatalogue& catalogue,
+                                   LogCursor after, const std::string& stream_prefix, int limit) {
+  return Follow(tx, catalogue, after, "starts_with(stream_id, $4)", stream_prefix, limit);
+}
+
+namespace {
+
+/// LIKE patterns for type names and prefixes ("task." -> "task.%").
+std::string TypePatterns(const std::vector<std::string>& types) {
+  std::vector<std::string> patterns;
+  for (const auto& t : types) {
+    std::string p;
+    for (char c : t) {
+      if (c == '_' || c == '%' || c == '\\') p.push_back('\\');
+      p.push_back(c);
+    }
+    if (!t.empty() && t.back() == '.') p.push_back('%');  // a prefix
+    patterns.push_back(std::move(p));
+  }
+  return PgArrayLiteral(patterns);
+}
+
+}  // namespace
+
+FollowBatch ReadTypesAfterCursor(pqxx::transaction_base& tx, const EventCatalogue& catalogue,
+                                 LogCursor after, const std::vector<std::string>& types,
+                                 int limit) {
+  return Follow(tx, catalogue, after, "type LIKE ANY($4::text[])", TypePatterns(types), limit);
+}
+
+std::int64_t CountEvents(pqxx::transaction_base& tx, const std::vector<std::string>& types) {
+  if (types.empty()) return tx.exec("SELECT count(*) FROM events")[0][0].as<std::int64_t>();
+  return tx
+      .exec_params("SELECT count(*) FROM events WHERE type LIKE ANY($1::text[])",
+                   TypePatterns(types))[0][0]
+      .as<std::int64_t>();
 }
 
 std::vector<RecordedEvent> ReadByPosition(pqxx::transaction_base& tx,

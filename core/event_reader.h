@@ -47,6 +47,14 @@ struct FollowBatch {
 FollowBatch ReadStreamsAfterCursor(pqxx::transaction_base& tx, const EventCatalogue& catalogue,
                                    LogCursor after, const std::string& stream_prefix, int limit);
 
+/// The same for the events of the given types: exact names, or prefixes ending in '.' ("task.")
+/// (a follower that acts on a few kinds of event: the rest of the log never leaves Postgres).
+FollowBatch ReadTypesAfterCursor(pqxx::transaction_base& tx, const EventCatalogue& catalogue,
+                                 LogCursor after, const std::vector<std::string>& types, int limit);
+
+/// How many events of those types (as ReadTypesAfterCursor; empty: all) the log holds.
+std::int64_t CountEvents(pqxx::transaction_base& tx, const std::vector<std::string>& types);
+
 /// Events with position > `after`, in position order (for people and tools, not subscribers:
 /// a position read can pass over an event whose transaction commits later).
 std::vector<RecordedEvent> ReadByPosition(pqxx::transaction_base& tx,

@@ -56,15 +56,16 @@ void EventTail::Run() {
         cursor = LogCursor{xmin - 1, std::numeric_limits<std::int64_t>::max()};
       }
       while (!stopping_) {
-        SafeBatch batch;
+        // Only the chosen types leave Postgres; the horizon and the rows from one snapshot.
+        FollowBatch batch;
         {
-          pqxx::read_transaction tx(*conn);
-          batch = ReadAfterCursor(tx, catalogue_, *cursor, 500);
+          pqxx::transaction<pqxx::isolation_level::repeatable_read,
+                            pqxx::readwrite_policy::read_only>
+              tx(*conn);
+          batch = ReadTypesAfterCursor(tx, catalogue_, *cursor, types_, 500);
         }
-        for (const auto& e : batch.events) {
-          *cursor = e.cursor();
-          if (std::find(types_.begin(), types_.end(), e.type) != types_.end()) callback_(e);
-        }
+        for (const auto& e : batch.events) callback_(e);
+        *cursor = batch.next;
         // Held back: the events' NOTIFY came before an older transaction let them through.
         if (batch.events.size() < 500) conn->await_notification(0, batch.held_back ? 3000 : 200000);
       }

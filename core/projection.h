@@ -46,6 +46,9 @@ class Projector {
   virtual std::string name() const = 0;
   /// Tables the projector owns; a rebuild truncates them.
   virtual std::vector<std::string> tables() const = 0;
+  /// The event types Apply reads (SubscriptionOptions::types: names, or prefixes ending in
+  /// '.'); the others never reach it. Empty: every event.
+  virtual std::vector<std::string> types() const { return {}; }
   virtual void Apply(const RecordedEvent& event, RowChanges& out) const = 0;
 };
 

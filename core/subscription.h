@@ -41,6 +41,10 @@ struct SubscriptionOptions {
   std::chrono::milliseconds reconnect_max{5000};
   bool listen = true;     // false: poll only
   bool exclusive = true;  // hold the owner lock; false only in tests of the checkpoint CAS
+  /// The event types delivered: exact names, or prefixes ending in '.' ("task."); empty: all.
+  /// The rest never leaves Postgres; the checkpoint still moves past it (at most once a second
+  /// while nothing matches).
+  std::vector<std::string> types;
 };
 
 /// A point-in-time view of a running subscription.
@@ -98,6 +102,9 @@ class Subscription {
   std::unique_ptr<pqxx::connection> listen_;
   std::unique_ptr<Wakeup> wakeup_;
   Checkpoint checkpoint_;
+  /// Where the next read starts: the checkpoint, or past events the filter skipped since.
+  LogCursor read_from_;
+  std::chrono::steady_clock::time_point last_advance_{};
   bool owner_ = false;
   std::atomic<bool> stopping_{false};
   std::thread thread_;

@@ -11,6 +11,7 @@ class NodeProjector : public core::Projector {
  public:
   std::string name() const override { return "nodes"; }
   std::vector<std::string> tables() const override { return {"nodes"}; }
+  std::vector<std::string> types() const override { return {"node."}; }
   void Apply(const core::RecordedEvent& event, core::RowChanges& out) const override;
 };
 

@@ -12,6 +12,7 @@ class TaskProjector : public core::Projector {
  public:
   std::string name() const override { return "tasks"; }
   std::vector<std::string> tables() const override { return {"tasks"}; }
+  std::vector<std::string> types() const override { return {"task."}; }
   void Apply(const core::RecordedEvent& event, core::RowChanges& out) const override;
 };
 

@@ -2,6 +2,7 @@
 #include <set>
 #include <thread>
 
+#include "core/event_reader.h"
 #include "core/event_store.h"
 #include "core/ids.h"
 #include "core/json.h"
@@ -128,7 +129,7 @@ int RunProjectionsRebuild(const CliContext& ctx, const Args& args) {
       if (!r.ok()) return Fail(r.error().message);
       request_position = r.value().last.value;
       core::ResetProjection(tx, *projector);
-      total = tx.exec("SELECT count(*) FROM events")[0][0].as<std::int64_t>();
+      total = core::CountEvents(tx, projector->types());
       tx.commit();
       store.NotifyCommitted();
     }
@@ -140,6 +141,7 @@ int RunProjectionsRebuild(const CliContext& ctx, const Args& args) {
     core::SubscriptionOptions options;
     options.name = name;
     options.conninfo = ctx.conninfo;
+    options.types = projector->types();
     options.batch_size = 5000;
     options.listen = false;
     core::Subscription sub(options, ctx.catalogue, handler, ctx.log);

@@ -12,6 +12,7 @@ ProjectorRole::ProjectorRole(const std::string& conninfo, const core::EventCatal
     core::SubscriptionOptions options;
     options.name = p->name();
     options.conninfo = conninfo;
+    options.types = p->types();
     subscriptions_.push_back(
         std::make_unique<core::Subscription>(options, catalogue, *handlers_.back(), log));
   }

@@ -2,14 +2,14 @@
 // N simulated nodes (default 200) speaking the real protocol over real sockets, each
 // acknowledging and finishing every assignment at once (the bench load tool: a fake node, since
 // 200 machines cannot run here); T tasks (default 2,000) submitted through the core API as fast
-// as it takes them, from 8 keep-alive connections.
+// as it takes them, from 8 keep-alive connections (CLIENTS).
 //
 // Figures: submit_per_s; assign latency = from just before the POST to the `assign` frame read
 // by the node (p50, p99); scheduled_per_s = tasks / (first submit -> last assignment received).
 // Ceiling beside them, measured in the same run: raw Postgres, one-row INSERT + COMMIT from 8
 // connections (what one submission costs at least). Then prepare_cached_ms: the provider's
 // runtime (TaskRunner) on a real Docker engine (ops/dockerd), the second run of the same pins
-// (mirror and image cached). Usage: ops/bench tasks [NODES] [TASKS]
+// (mirror and image cached). Usage: ops/bench tasks [NODES] [TASKS] [CLIENTS]
 
 #include <array>
 #include <atomic>
@@ -240,6 +240,7 @@ void PrintHops(const std::string& db, const std::map<std::string, Clock::time_po
 int main(int argc, char** argv) {
   int nodes = argc > 1 ? std::atoi(argv[1]) : 200;
   int tasks = argc > 2 ? std::atoi(argv[2]) : 2000;
+  int clients = argc > 3 ? std::atoi(argv[3]) : 8;
   std::string dir = "/tmp/unidesk-bench-tasks-" + std::to_string(getpid());
   test::Shell("mkdir -p " + bench::ShellQuote(dir));
   std::string db = bench::FreshDatabase("bench_tasks");
@@ -314,7 +315,7 @@ int main(int argc, char** argv) {
   auto t0 = Clock::now();
   auto wall0 = std::chrono::system_clock::now();
   std::vector<std::thread> submitters;
-  for (int i = 0; i < 8; ++i) {
+  for (int i = 0; i < clients; ++i) {
     submitters.emplace_back(Submitter, api, tasks, std::ref(next), std::ref(sent),
                             std::ref(sent_mu), std::ref(failed));
   }
