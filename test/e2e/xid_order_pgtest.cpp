@@ -112,8 +112,11 @@ TEST_CASE("events whose transaction ids cross 999 -> 1000 are delivered once and
   CHECK_MESSAGE(!Contains(ReadFile(log), "failed a batch"), "server log:\n" << ReadFile(log));
   CHECK(db.Scalar("SELECT count(*) FROM audit_log") == 9);
   CHECK(db.Scalar("SELECT events FROM subscriptions WHERE name = 'audit'") == 9);
-  // The checkpoint stands on the last event in delivery order.
-  CHECK(Text(db.conninfo(), "SELECT s.tx_id::text || '/' || s.position FROM subscriptions s") ==
+  // The audit checkpoint (it reads every event) stands on the last event in delivery order;
+  // the typed projectors' checkpoints may stand on the horizon past it instead.
+  CHECK(Text(db.conninfo(),
+             "SELECT s.tx_id::text || '/' || s.position FROM subscriptions s "
+             "WHERE s.name = 'audit'") ==
         Text(db.conninfo(),
              "SELECT tx_id::text || '/' || position FROM events ORDER BY events.tx_id DESC, "
              "events.position DESC LIMIT 1"));
