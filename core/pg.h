@@ -1,9 +1,12 @@
 #pragma once
 // Postgres connection helpers: the one place that classifies libpqxx exceptions.
 
+#include <cstdint>
 #include <memory>
 #include <pqxx/pqxx>
+#include <set>
 #include <string>
+#include <vector>
 
 namespace unidesk::core {
 
@@ -21,5 +24,9 @@ std::string SqlState(const std::exception& e);
 
 /// `values` as a Postgres array literal: {"a","b"}, NULLs as NULL, quotes and backslashes escaped.
 std::string PgArrayLiteral(const std::vector<std::string>& values);
+
+/// Takes transaction-scoped advisory locks on all `keys` in one statement, in key order, so two
+/// transactions locking overlapping sets never deadlock.
+void LockAllInOrder(pqxx::transaction_base& tx, const std::set<std::int64_t>& keys);
 
 }  // namespace unidesk::core

@@ -33,13 +33,7 @@ std::map<std::string, LoadedTask> LoadTasksLocked(pqxx::work& tx,
     streams.push_back("task-" + id);
     keys.insert(LockKey("stream", streams.back()));
   }
-  std::vector<std::string> key_text;
-  for (auto k : keys) key_text.push_back(std::to_string(k));
-  // OFFSET 0 keeps the sorted subquery from being flattened: locks are taken in key order.
-  tx.exec_params(
-      "SELECT count(pg_advisory_xact_lock(k)) FROM "
-      "(SELECT k FROM unnest($1::bigint[]) k ORDER BY k OFFSET 0) s",
-      PgArrayLiteral(key_text));
+  LockAllInOrder(tx, keys);
   std::map<std::string, std::vector<TaskEventView>> events;
   for (const auto& row :
        tx.exec_params("SELECT substr(stream_id, 6), type, data::text, stream_version FROM events "

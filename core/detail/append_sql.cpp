@@ -28,14 +28,8 @@ void TakeLocks(pqxx::work& tx, const std::vector<GroupItem>& items) {
     keys.insert(LockKey("stream", it.request->stream_id));
     if (it.request->idempotency_key) keys.insert(LockKey("idem", *it.request->idempotency_key));
   }
-  std::vector<std::string> text;
-  for (auto k : keys) text.push_back(std::to_string(k));
-  // OFFSET 0 keeps the sorted subquery from being flattened: locks are taken in key order,
-  // so two groups never deadlock.
-  tx.exec_params(
-      "SELECT count(pg_advisory_xact_lock(k)) FROM "
-      "(SELECT k FROM unnest($1::bigint[]) k ORDER BY k OFFSET 0) s",
-      PgArrayLiteral(text));
+  // In key order, so two groups never deadlock.
+  LockAllInOrder(tx, keys);
 }
 
 GroupState ReadState(pqxx::work& tx, const std::vector<GroupItem>& items) {
