@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <future>
 #include <set>
 
 #include "core/detail/append_batcher.h"
@@ -132,10 +133,18 @@ EventStore::EventStore(EventStoreOptions options, const EventCatalogue& catalogu
 EventStore::~EventStore() { Stop(); }
 
 AppendResult EventStore::Append(AppendRequest request) {
+  // The promise is shared: the writer may still be inside set_value when get() returns here.
+  auto done = std::make_shared<std::promise<AppendResult>>();
+  std::future<AppendResult> result = done->get_future();
+  AppendAsync(std::move(request), [done](AppendResult r) { done->set_value(std::move(r)); });
+  return result.get();
+}
+
+void EventStore::AppendAsync(AppendRequest request, AppendCallback done) {
   bool ids_supplied = std::any_of(request.events.begin(), request.events.end(),
                                   [](const NewEvent& e) { return !e.event_id.empty(); });
-  if (auto err = ValidateAppend(catalogue_, request)) return *err;
-  return batcher_->Submit(std::move(request), ids_supplied);
+  if (auto err = ValidateAppend(catalogue_, request)) return done(*err);
+  batcher_->Submit(std::move(request), ids_supplied, std::move(done));
 }
 
 AppendResult EventStore::AppendInTransaction(pqxx::work& tx, AppendRequest request) {

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <pqxx/pqxx>
@@ -61,6 +62,8 @@ enum class AppendError {
 const char* AppendErrorName(AppendError e);
 
 using AppendResult = Result<AppendOutcome, TypedError<AppendError>>;
+/// Receives the outcome of an asynchronous append (EventStore::AppendAsync).
+using AppendCallback = std::function<void(AppendResult)>;
 
 /// Settings of the store; see docs/architecture.md ("Group commit").
 struct EventStoreOptions {
@@ -87,6 +90,12 @@ class EventStore {
 
   /// Appends atomically; concurrent calls share commits. Never throws for expected failures.
   AppendResult Append(AppendRequest request);
+
+  /// Append without waiting: `done` gets the same result Append would return. It runs on a
+  /// writer thread once the group has committed (or in this call, for a request refused before
+  /// any I/O), so it must only hand the result on. A caller with many appends in flight, such as
+  /// the API's submit route, lets one group carry them all instead of one per blocked thread.
+  void AppendAsync(AppendRequest request, AppendCallback done);
 
   /// Appends inside the caller's transaction (outbox: business rows and events commit together).
   /// Must come before any other write in `tx`; call NotifyCommitted() after the caller commits.

@@ -18,7 +18,7 @@ namespace {
 
 using Millis = std::chrono::milliseconds;
 
-/// "{0,2}" (an int[] column as text) -> {0, 2}.
+/// "0,2" or "{0,2}" -> {0, 2}.
 std::vector<int> ParseIntArray(const std::string& text) {
   std::vector<int> out;
   std::string digits;
@@ -178,7 +178,8 @@ void Scheduler::Seed() {
                "  (extract(epoch FROM submitted_at) * 1000)::bigint, coalesce(cancel_reason, '') "
                "FROM tasks WHERE state IN ('queued', 'cancelling')")) {
     QueuedTask q;
-    q.task = SchedTaskFromSpec(r[0].c_str(), r[3].c_str());
+    q.spec_json = r[3].c_str();
+    q.task = SchedTaskFromSpec(r[0].c_str(), q.spec_json);
     q.task.submitted_position = r[4].as<std::int64_t>(0);
     q.task.waiting_reason = r[5].c_str();
     q.version = r[1].as<std::int64_t>();
@@ -287,34 +288,21 @@ PassOutcome Scheduler::Pass() {
       node_at[n.name] = nodes.size();
       nodes.push_back(std::move(n));
     }
+    // One scan: the GPU indices in use come as "0,1,,3" (ParseIntArray skips the gaps).
     for (const auto& r : tx.exec("SELECT node, sum(cpu_millis), sum(memory_bytes), "
-                                 "  coalesce((SELECT array_agg(g) FROM scheduler_placements q, "
-                                 "    unnest(q.gpu_indices) g WHERE q.node = p.node), '{}') "
-                                 "FROM scheduler_placements p GROUP BY node")) {
+                                 "  string_agg(array_to_string(gpu_indices, ','), ',') "
+                                 "FROM scheduler_placements GROUP BY node")) {
       auto it = node_at.find(r[0].c_str());
       if (it == node_at.end()) continue;
       SchedNode& n = nodes[it->second];
       n.used_cpu_millis = r[1].as<std::int64_t>();
       n.used_memory_bytes = r[2].as<std::int64_t>();
-      n.used_gpu_indices = ParseIntArray(r[3].c_str());
+      n.used_gpu_indices = ParseIntArray(r[3].is_null() ? "" : r[3].c_str());
     }
     SchedulePlan plan = Schedule(to_place, nodes);
-    // The assignment carries the spec, so the ingress hands it to the node without a lookup.
-    std::map<std::string, std::string> specs;
-    if (!plan.placements.empty()) {
-      std::vector<std::string> streams;
-      for (const Placement& p : plan.placements) streams.push_back("task-" + p.task_id);
-      for (const auto& r :
-           tx.exec_params("SELECT substr(stream_id, 6), data->'spec' FROM events "
-                          "WHERE stream_id = ANY($1::text[]) AND stream_version = 0",
-                          core::PgArrayLiteral(streams))) {
-        specs[r[0].c_str()] = r[1].is_null() ? "{}" : r[1].c_str();
-      }
-    }
     std::int64_t now_ms = NowMillis();
     for (const Placement& p : plan.placements) {
       const QueuedTask& q = *by_id.at(p.task_id);
-      auto spec = specs.find(p.task_id);
       requests.push_back(Fenced(
           q, "task.assigned",
           core::JsonObject()
@@ -328,7 +316,8 @@ PassOutcome Scheduler::Pass() {
                                     .Done())
               .Raw("gpu_indices", IntArray(p.gpu_indices, '[', ']'))
               .Int("queued_ms", std::max<std::int64_t>(0, now_ms - q.submitted_ms))
-              .Raw("spec", spec == specs.end() ? "{}" : spec->second)
+              // The ingress hands the spec to the node without a lookup.
+              .Raw("spec", q.spec_json)
               .Done()));
       pending.push_back({Kind::kAssigned, &q, p});
     }

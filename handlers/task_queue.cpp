@@ -91,7 +91,8 @@ void TaskQueue::Apply(const core::RecordedEvent& e) {
   core::JsonReader data(e.data_json);
   if (e.type == "task.submitted") {
     QueuedTask q;
-    q.task = SchedTaskFromSpec(id, data.Raw("spec").value_or("{}"));
+    q.spec_json = data.Raw("spec").value_or("{}");
+    q.task = SchedTaskFromSpec(id, q.spec_json);
     q.task.submitted_position = e.position.value;
     q.version = e.stream_version;
     q.submitted_ms = EpochMillis(e.recorded_at);
@@ -135,6 +136,7 @@ void TaskQueue::Load(const std::string& id, const std::string& spec_json,
   QueuedTask& q = it->second;
   std::string reason = q.task.waiting_reason;
   q.task = SchedTaskFromSpec(id, spec_json);
+  q.spec_json = spec_json;
   q.task.submitted_position = submitted_position;
   q.task.waiting_reason = reason;
   q.submitted_ms = submitted_ms;

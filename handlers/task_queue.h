@@ -21,6 +21,9 @@ namespace unidesk::handlers {
 
 struct QueuedTask {
   SchedTask task;
+  /// The canonical spec of task.submitted: the assignment carries it to the node, so a pass
+  /// need not read it again.
+  std::string spec_json = "{}";
   std::int64_t version = 0;  // of the task's stream, as the view last saw it
   int attempt = 0;           // attempts made so far
   bool cancelling = false;   // cancel requested before placement: the pass ends it

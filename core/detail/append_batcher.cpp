@@ -39,18 +39,21 @@ AppendBatcher::AppendBatcher(const EventStoreOptions& options, const EventCatalo
 
 AppendBatcher::~AppendBatcher() { Stop(); }
 
-AppendResult AppendBatcher::Submit(AppendRequest request, bool ids_supplied) {
+void AppendBatcher::Submit(AppendRequest request, bool ids_supplied, AppendCallback done) {
   auto p = std::make_unique<Pending>();
   p->request = std::move(request);
   p->item = {&p->request, RequestHash(p->request), ids_supplied};
-  std::future<AppendResult> done = p->done.get_future();
+  p->done = std::move(done);
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) return TypedError<AppendError>{AppendError::kStopped, "event store stopping"};
+    std::unique_lock<std::mutex> lock(mu_);
+    if (stopping_) {
+      lock.unlock();
+      p->done(TypedError<AppendError>{AppendError::kStopped, "event store stopping"});
+      return;
+    }
     queue_.push_back(std::move(p));
   }
   cv_.notify_one();
-  return done.get();
 }
 
 void AppendBatcher::Stop() {
@@ -96,7 +99,7 @@ void AppendBatcher::WriterLoop() {
     bool wrote = false;
     for (const auto& r : results) wrote = wrote || (r.ok() && !r.value().repeated);
     if (wrote && notifier_ != nullptr) notifier_->Signal();
-    for (std::size_t i = 0; i < group.size(); ++i) group[i]->done.set_value(results[i]);
+    for (std::size_t i = 0; i < group.size(); ++i) group[i]->done(std::move(results[i]));
   }
 }
 

@@ -4,7 +4,7 @@
 
 #include <condition_variable>
 #include <deque>
-#include <future>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -22,8 +22,9 @@ class AppendBatcher {
                 Notifier* notifier, LoggerPtr log);
   ~AppendBatcher();
 
-  /// Queues a validated request and waits for the group that carries it to finish.
-  AppendResult Submit(AppendRequest request, bool ids_supplied);
+  /// Queues a validated request; `done` runs on a writer thread when the group that carries it
+  /// has finished (or at once, when stopping), so it must be quick: hand the result on.
+  void Submit(AppendRequest request, bool ids_supplied, AppendCallback done);
   /// Refuses new requests, lets the writers finish what is queued, joins them.
   void Stop();
 
@@ -31,7 +32,7 @@ class AppendBatcher {
   struct Pending {
     AppendRequest request;
     GroupItem item;
-    std::promise<AppendResult> done;
+    AppendCallback done;
   };
   using Group = std::vector<std::unique_ptr<Pending>>;
   using Batch = std::vector<Pending*>;  // a view of (part of) a group

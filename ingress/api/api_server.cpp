@@ -21,8 +21,12 @@ namespace {
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket&& socket, const ApiSettings& settings, ApiDeps& deps,
-          net::thread_pool& workers)
-      : stream_(std::move(socket)), settings_(settings), deps_(deps), workers_(workers) {}
+          net::thread_pool& workers, InFlight& in_flight)
+      : stream_(std::move(socket)),
+        settings_(settings),
+        deps_(deps),
+        workers_(workers),
+        in_flight_(in_flight) {}
 
   void Run() {
     net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->Read(); });
@@ -77,15 +81,18 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (auto it = req.find("UniDesk-Actor"); it != req.end()) r.actor = std::string(it->value());
     int version = req.version();
+    in_flight_.Add();
     net::post(workers_, [self = shared_from_this(), r = std::move(r), version] {
-      ApiResponse response = HandleApiRequest(r, self->deps_);
-      net::post(self->stream_.get_executor(), [self, response = std::move(response), version] {
-        self->Write(response, version);
+      HandleApiRequest(r, self->deps_, [self, version](ApiResponse response) {
+        net::post(self->stream_.get_executor(), [self, response = std::move(response), version] {
+          self->Write(response, version, /*in_flight=*/true);
+        });
       });
     });
   }
 
-  void Write(const ApiResponse& r, int version) {
+  /// `in_flight`: the answer to a request counted in InFlight, done once it is written.
+  void Write(const ApiResponse& r, int version, bool in_flight = false) {
     auto res = std::make_shared<http::response<http::string_body>>(
         static_cast<http::status>(r.status), version);
     res->set(http::field::server, "unidesk-api");
@@ -94,11 +101,13 @@ class Session : public std::enable_shared_from_this<Session> {
     res->keep_alive(keep_alive_);
     res->body() = r.body + "\n";
     res->prepare_payload();
-    http::async_write(stream_, *res,
-                      [self = shared_from_this(), res](beast::error_code ec, std::size_t) {
-                        if (ec || !self->keep_alive_) return self->Close();
-                        self->Read();
-                      });
+    http::async_write(
+        stream_, *res,
+        [self = shared_from_this(), res, in_flight](beast::error_code ec, std::size_t) {
+          if (in_flight) self->in_flight_.Done();
+          if (ec || !self->keep_alive_) return self->Close();
+          self->Read();
+        });
   }
 
   void Close() {
@@ -112,6 +121,7 @@ class Session : public std::enable_shared_from_this<Session> {
   const ApiSettings& settings_;
   ApiDeps& deps_;
   net::thread_pool& workers_;
+  InFlight& in_flight_;
   bool keep_alive_ = false;
 };
 
@@ -136,7 +146,7 @@ class ApiServer::Listener : public std::enable_shared_from_this<ApiServer::Liste
       if (ec == net::error::operation_aborted) return;
       if (!ec) {
         std::make_shared<Session>(std::move(socket), self->server_.settings_, self->server_.deps_,
-                                  self->server_.workers_)
+                                  self->server_.workers_, self->server_.in_flight_)
             ->Run();
       }
       self->Accept();
@@ -155,6 +165,21 @@ class ApiServer::Listener : public std::enable_shared_from_this<ApiServer::Liste
   ApiServer& server_;
 };
 
+void InFlight::Add() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++count_;
+}
+
+void InFlight::Done() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (--count_ == 0) idle_.notify_all();
+}
+
+void InFlight::WaitIdle() {
+  std::unique_lock<std::mutex> lock(mu_);
+  idle_.wait(lock, [this] { return count_ == 0; });
+}
+
 ApiServer::ApiServer(ApiSettings settings, ApiDeps deps, core::LoggerPtr log)
     : settings_(std::move(settings)),
       deps_(std::move(deps)),
@@ -168,6 +193,7 @@ void ApiServer::Start() {
   listener_->Open(settings_.address, settings_.port);
   port_ = listener_->port();
   listener_->Accept();
+  work_.emplace(ioc_.get_executor());
   io_thread_ = std::thread([this] { ioc_.run(); });
   log_->info("core API listening on http://{}:{}/api/v1", settings_.address, port_);
 }
@@ -175,6 +201,8 @@ void ApiServer::Start() {
 void ApiServer::Stop() {
   if (!io_thread_.joinable()) return;
   listener_->Close();
+  in_flight_.WaitIdle();
+  work_.reset();
   workers_.join();
   ioc_.stop();
   io_thread_.join();

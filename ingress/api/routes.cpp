@@ -71,9 +71,7 @@ std::string PercentDecode(const std::string& s) {
   return out;
 }
 
-ApiResponse Submit(const ApiRequest& req, ApiDeps& deps) {
-  auto r = SubmitTask(deps.store, deps.limits,
-                      {req.body, req.idempotency_key, Actor(req), "server/api"});
+ApiResponse SubmitResponse(const SubmitResult& r) {
   if (!r.ok()) return FromTaskError(r.error());
   return Json(r.value().repeated ? 200 : 201, core::JsonObject()
                                                   .Str("task", r.value().task_id)
@@ -121,7 +119,10 @@ Target ParseTarget(const std::string& target) {
   return t;
 }
 
-ApiResponse HandleApiRequest(const ApiRequest& req, ApiDeps& deps) {
+namespace {
+
+/// Every route that answers before returning.
+ApiResponse HandleNow(const ApiRequest& req, ApiDeps& deps) {
   Target t = ParseTarget(req.target);
   const std::string prefix = "/api/v1/tasks";
   try {
@@ -132,7 +133,6 @@ ApiResponse HandleApiRequest(const ApiRequest& req, ApiDeps& deps) {
       return Json(200, R"({"status":"ready","postgres":"ok"})");
     }
     if (t.path == prefix) {
-      if (req.method == "POST") return Submit(req, deps);
       if (req.method != "GET") return Error(405, "method_not_allowed", "use GET or POST");
       long long limit = 50;
       if (auto it = t.query.find("limit"); it != t.query.end()) {
@@ -175,6 +175,17 @@ ApiResponse HandleApiRequest(const ApiRequest& req, ApiDeps& deps) {
     DropWorkerConnection();
     return Error(500, "internal", e.what());
   }
+}
+
+}  // namespace
+
+void HandleApiRequest(const ApiRequest& req, ApiDeps& deps, ApiReply reply) {
+  if (req.method == "POST" && ParseTarget(req.target).path == "/api/v1/tasks") {
+    return SubmitTaskAsync(
+        deps.store, deps.limits, {req.body, req.idempotency_key, Actor(req), "server/api"},
+        [reply = std::move(reply)](SubmitResult r) { reply(SubmitResponse(r)); });
+  }
+  reply(HandleNow(req, deps));
 }
 
 }  // namespace unidesk::ingress::api

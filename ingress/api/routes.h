@@ -1,6 +1,6 @@
 #pragma once
 // The core API's routes, apart from the sockets: a request in, a status and a JSON body out.
-// Runs on the API's worker threads (it blocks on Postgres).
+// Runs on the API's worker threads: reads block on Postgres, a submission does not.
 //
 //   POST /api/v1/tasks                submit (Idempotency-Key header)   201, or 200 on a repeat
 //   GET  /api/v1/tasks[?state=&limit=] newest first                      200 {"tasks":[...]}
@@ -9,6 +9,7 @@
 //   GET  /healthz, /readyz             process up; Postgres answers      200, 503
 // Errors: {"error": code, "field": f, "message": m} (docs/api.md).
 
+#include <functional>
 #include <map>
 #include <string>
 
@@ -37,7 +38,13 @@ struct ApiDeps {
   core::TaskLimits limits;
 };
 
-ApiResponse HandleApiRequest(const ApiRequest& request, ApiDeps& deps);
+/// Receives the answer to a request; may run on another thread than the one that handled it.
+using ApiReply = std::function<void(ApiResponse)>;
+
+/// Answers `request` through `reply`. Most routes reply before returning; the submit route
+/// replies when its append's group commits (core::EventStore::AppendAsync), so a worker thread
+/// never waits for a commit and one group can carry every submission in flight.
+void HandleApiRequest(const ApiRequest& request, ApiDeps& deps, ApiReply reply);
 
 /// "/a/b?x=1&y=2" -> path "/a/b", query {x: "1", y: "2"} (percent-decoded).
 struct Target {

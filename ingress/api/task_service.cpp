@@ -1,5 +1,6 @@
 #include "ingress/api/task_service.h"
 
+#include <future>
 #include <pqxx/pqxx>
 
 #include "core/ids.h"
@@ -68,15 +69,23 @@ bool IsTaskId(const std::string& id) {
   return true;
 }
 
-core::Result<Submitted, TaskError> SubmitTask(core::EventStore& store,
-                                              const core::TaskLimits& limits,
-                                              const SubmitRequest& request) {
+SubmitResult SubmitTask(core::EventStore& store, const core::TaskLimits& limits,
+                        const SubmitRequest& request) {
+  auto done = std::make_shared<std::promise<SubmitResult>>();
+  std::future<SubmitResult> result = done->get_future();
+  SubmitTaskAsync(store, limits, request,
+                  [done](SubmitResult r) { done->set_value(std::move(r)); });
+  return result.get();
+}
+
+void SubmitTaskAsync(core::EventStore& store, const core::TaskLimits& limits,
+                     const SubmitRequest& request, std::function<void(SubmitResult)> done) {
   auto spec = core::ParseTaskSpec(request.body_json, limits);
   if (!spec.ok()) {
-    return Err(TaskErrorCode::kInvalid, spec.error().message, spec.error().field);
+    return done(Err(TaskErrorCode::kInvalid, spec.error().message, spec.error().field));
   }
   if (request.idempotency_key.size() > 255) {
-    return Err(TaskErrorCode::kInvalid, "at most 255 characters", "Idempotency-Key");
+    return done(Err(TaskErrorCode::kInvalid, "at most 255 characters", "Idempotency-Key"));
   }
   std::string key = request.idempotency_key.empty() ? core::NewUuid() : request.idempotency_key;
   Submitted out;
@@ -90,13 +99,15 @@ core::Result<Submitted, TaskError> SubmitTask(core::EventStore& store,
                     .Str("submitted_by", request.actor)
                     .Done();
   e.metadata = {request.actor, out.task_id, "", request.source};
-  auto r = store.Append({"task-" + out.task_id,
-                         core::ExpectedVersion::NoStream(),
-                         {e},
-                         "task.submit/" + out.task_id});
-  if (!r.ok()) return FromAppend(r.error());
-  out.repeated = r.value().repeated;
-  return out;
+  // Built before the callback takes `out`: argument evaluation order is unspecified.
+  core::AppendRequest append{
+      "task-" + out.task_id, core::ExpectedVersion::NoStream(), {e}, "task.submit/" + out.task_id};
+  store.AppendAsync(std::move(append),
+                    [out = std::move(out), done = std::move(done)](core::AppendResult r) mutable {
+                      if (!r.ok()) return done(FromAppend(r.error()));
+                      out.repeated = r.value().repeated;
+                      done(std::move(out));
+                    });
 }
 
 core::Result<CancelOutcome, TaskError> CancelTask(const std::string& conninfo,

@@ -2,6 +2,7 @@
 // Task commands of the core API: submit, cancel and retry. Each is one event appended under the
 // task stream's rules; the CLI calls these now, the REST routes (/api/v1/tasks) will too.
 
+#include <functional>
 #include <string>
 
 #include "core/event_store.h"
@@ -40,9 +41,17 @@ struct Submitted {
 /// The task id a key maps to for an actor: a UUID made from SHA-256(actor, key).
 std::string TaskIdFor(const std::string& actor, const std::string& idempotency_key);
 
-core::Result<Submitted, TaskError> SubmitTask(core::EventStore& store,
-                                              const core::TaskLimits& limits,
-                                              const SubmitRequest& request);
+using SubmitResult = core::Result<Submitted, TaskError>;
+
+/// Validates and appends task.submitted, waiting for the commit.
+SubmitResult SubmitTask(core::EventStore& store, const core::TaskLimits& limits,
+                        const SubmitRequest& request);
+
+/// SubmitTask without waiting: `done` runs once the append's group has committed, on the event
+/// store's writer thread (or in this call when the request is refused before any I/O), so it must
+/// only hand the result on.
+void SubmitTaskAsync(core::EventStore& store, const core::TaskLimits& limits,
+                     const SubmitRequest& request, std::function<void(SubmitResult)> done);
 
 struct CancelOutcome {
   std::string state;  // "cancelling" (requested now or before)

@@ -137,7 +137,9 @@ void Submitter(unsigned short port, int total, std::atomic<int>& next,
     http::read(stream, buf, res);
     auto id = core::JsonReader(res.body()).Str("task");
     if (res.result_int() != 201 || !id) {
-      ++failed;
+      if (failed++ == 0) {
+        std::fprintf(stderr, "first refusal: %u %s", res.result_int(), res.body().c_str());
+      }
       continue;
     }
     std::lock_guard<std::mutex> lock(mu);

@@ -3,6 +3,9 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -187,6 +190,62 @@ TEST_CASE("20 parallel appends at the same expected version: exactly one succeed
   CHECK(ok == 1);
   CHECK(conflict == 19);
   CHECK(f.Events() == 2);
+}
+
+TEST_CASE("asynchronous appends from one thread share a group and each gets its own result") {
+  Fixture f;
+  // Held so the groups wait: everything queued meanwhile must ride in the next group(s).
+  auto holder = f.db.Connect();
+  pqxx::work lock(*holder);
+  lock.exec("LOCK TABLE idempotency_keys IN ACCESS EXCLUSIVE MODE");
+  constexpr int kAppends = 100;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::optional<core::AppendResult>> results(kAppends);
+  int done = 0;
+  for (int i = 0; i < kAppends; ++i) {
+    // Stream 7 twice: the second expects no stream and must be refused, alone.
+    std::string stream = "test-async-" + std::to_string(i == kAppends - 1 ? 7 : i);
+    f.store.AppendAsync({stream, ExpectedVersion::NoStream(), {Ev()}, "async-" + std::to_string(i)},
+                        [&, i](core::AppendResult r) {
+                          std::lock_guard<std::mutex> g(mu);
+                          results[i] = std::move(r);
+                          ++done;
+                          cv.notify_all();
+                        });
+  }
+  {  // Refused before any I/O: answered inside the call, lock or no lock.
+    std::optional<core::AppendResult> bad;
+    f.store.AppendAsync({"test-async-bad", ExpectedVersion::Any(), {Ev("not json")}, {}},
+                        [&](core::AppendResult r) { bad = std::move(r); });
+    REQUIRE(bad.has_value());
+    CHECK(bad->error().code == AppendError::kInvalidJson);
+  }
+  {
+    std::lock_guard<std::mutex> g(mu);
+    CHECK(done == 0);  // nothing answered while the groups wait
+  }
+  lock.commit();
+  std::unique_lock<std::mutex> g(mu);
+  REQUIRE(cv.wait_for(g, std::chrono::seconds(30), [&] { return done == kAppends; }));
+  for (int i = 0; i < kAppends - 1; ++i) {
+    REQUIRE(results[i]->ok());
+    CHECK(results[i]->value().last_version == 0);
+  }
+  CHECK(results[kAppends - 1]->error().code == AppendError::kVersionConflict);
+  CHECK(f.Events() == kAppends - 1);
+  // Two writer connections: at most two groups waited; the rest came in a few more.
+  CHECK(f.db.Scalar("SELECT count(DISTINCT tx_id) FROM events") <= 6);
+}
+
+TEST_CASE("after Stop an asynchronous append is refused at once with kStopped") {
+  Fixture f;
+  f.store.Stop();
+  std::optional<core::AppendResult> r;
+  f.store.AppendAsync({"test-late", ExpectedVersion::Any(), {Ev()}, {}},
+                      [&](core::AppendResult x) { r = std::move(x); });
+  REQUIRE(r.has_value());
+  CHECK(r->error().code == AppendError::kStopped);
 }
 
 TEST_CASE("a retry with the same event id after an unknown outcome writes one row") {

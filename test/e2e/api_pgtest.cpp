@@ -4,8 +4,12 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <csignal>
 #include <fstream>
+#include <pqxx/pqxx>
+#include <set>
+#include <thread>
 
 #include "core/json.h"
 #include "test/e2e/node_support.h"
@@ -155,6 +159,58 @@ TEST_CASE("POST /api/v1/tasks: created, repeated with the same key, refused nami
   CHECK(Field(late.body, "error") == "conflict");
   CHECK(Call(api.api_port, "GET", "/readyz").status == 200);
   StopChild(*api.server.process, SIGTERM);
+}
+
+TEST_CASE("submissions waiting for their commit hold no worker, and SIGTERM answers every one") {
+  TestDatabase db;
+  ApiServer api = StartApi(db.conninfo());
+  REQUIRE(api.api_port > 0);
+  // Every append group now waits for this lock: the submissions stay in flight.
+  pqxx::connection holder(db.conninfo());
+  pqxx::work lock(holder);
+  lock.exec("LOCK TABLE idempotency_keys IN ACCESS EXCLUSIVE MODE");
+  constexpr int kSubmissions = 24;  // three times the API's worker threads
+  std::vector<std::thread> clients;
+  std::vector<Http> answers(kSubmissions);
+  std::atomic<int> answered{0};
+  for (int i = 0; i < kSubmissions; ++i) {
+    clients.emplace_back([&, i] {
+      answers[i] = Call(api.api_port, "POST", "/api/v1/tasks", Task(),
+                        "-H 'Idempotency-Key: flight-" + std::to_string(i) + "'");
+      ++answered;
+    });
+  }
+  pqxx::connection probe(db.conninfo());
+  auto waiting = [&] {
+    pqxx::nontransaction tx(probe);
+    return tx
+        .exec(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
+            "datname = current_database()")[0][0]
+        .as<int>();
+  };
+  REQUIRE(WaitUntil([&] { return waiting() >= 1; }, std::chrono::seconds(10)));
+  // With a worker blocked per submission, these would queue behind all of them.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  Http list = Call(api.api_port, "GET", "/api/v1/tasks", "", "--max-time 5");
+  CHECK(list.status == 200);
+  CHECK(Call(api.api_port, "GET", "/healthz", "", "--max-time 5").status == 200);
+  CHECK(answered == 0);
+  // Stopping waits for them: released after the signal, every one is answered.
+  api.server.process->Signal(SIGTERM);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK(api.server.process->Running());
+  lock.commit();
+  for (auto& t : clients) t.join();
+  std::set<std::string> ids;
+  for (const Http& a : answers) {
+    CHECK(a.status == 201);
+    ids.insert(Field(a.body, "task"));
+  }
+  CHECK(ids.size() == kSubmissions);
+  CHECK(CountEvents(db.conninfo(), "type = 'task.submitted'") == kSubmissions);
+  CHECK(WaitUntil([&] { return !api.server.process->Running(); }, std::chrono::seconds(10)));
+  CHECK(api.server.process->Wait() == 0);
 }
 
 TEST_CASE("Postgres down: the API answers 503 with Retry-After, /readyz says so, then recovers") {

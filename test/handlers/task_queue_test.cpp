@@ -51,6 +51,7 @@ TEST_CASE("a submission is queued with the resources, labels and priority of its
   CHECK(t->task.gpus == 1);
   CHECK(t->task.labels == std::map<std::string, std::string>{{"zone", "lab"}});
   CHECK(t->task.submitted_position == 7);
+  CHECK(t->spec_json == kSpec);  // the assignment carries it
   CHECK(t->submitted_ms == EpochMillis("2026-11-22T08:00:00Z") + 250);
   CHECK(q.TakeChanged());
   CHECK_FALSE(q.TakeChanged());
@@ -117,6 +118,7 @@ TEST_CASE("a task requeued after the view let it go is held unloaded until its s
   CHECK(t->version == 4);
   CHECK(t->attempt == 1);
   CHECK(t->task.gpus == 1);
+  CHECK(t->spec_json == kSpec);
   CHECK(t->submitted_ms == 1000);
 }
 
