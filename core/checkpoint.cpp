@@ -1,5 +1,7 @@
 #include "core/checkpoint.h"
 
+#include "core/pg.h"
+
 namespace unidesk::core {
 
 Checkpoint LoadCheckpoint(pqxx::transaction_base& tx, const std::string& name) {
@@ -14,7 +16,8 @@ Result<Unit, TypedError<CheckpointError>> AdvanceCheckpoint(pqxx::transaction_ba
                                                             const std::string& name,
                                                             LogCursor expected, LogCursor next,
                                                             std::int64_t delivered) {
-  auto r = tx.exec_params(
+  auto r = ExecPrepared(
+      tx, "checkpoint_advance",
       "UPDATE subscriptions SET tx_id = $4::text::xid8, position = $5, events = events + $6, "
       "updated_at = now() WHERE name = $1 AND tx_id = $2::text::xid8 AND position = $3",
       name, std::to_string(expected.tx_id), expected.position, std::to_string(next.tx_id),

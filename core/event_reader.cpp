@@ -72,13 +72,15 @@ SafeBatch ReadAfterCursor(pqxx::transaction_base& tx, const EventCatalogue& cata
       // Qualified: a bare `tx_id` would name the ::text output column and sort as text.
       " ORDER BY events.tx_id, events.position LIMIT $3";
   SafeBatch batch;
-  batch.events =
-      ToEvents(tx.exec_params(sql, std::to_string(after.tx_id), after.position, limit), catalogue);
+  batch.events = ToEvents(ExecPrepared(tx, "read_after_cursor", sql, std::to_string(after.tx_id),
+                                       after.position, limit),
+                          catalogue);
   if (check_held_back && static_cast<int>(batch.events.size()) < limit) {
     LogCursor last = batch.events.empty() ? after : batch.events.back().cursor();
     // Compared with the log's last entry (one step down the index): phrased as EXISTS, the
     // planner scanned the whole table whenever the answer was no, i.e. on every caught-up poll.
-    auto r = tx.exec_params(
+    auto r = ExecPrepared(
+        tx, "read_held_back",
         "SELECT coalesce((SELECT (tx_id, position) > ($1::text::xid8, $2::bigint) FROM events "
         "ORDER BY tx_id DESC, position DESC LIMIT 1), false)",
         std::to_string(last.tx_id), last.position);
@@ -89,11 +91,12 @@ SafeBatch ReadAfterCursor(pqxx::transaction_base& tx, const EventCatalogue& cata
 
 namespace {
 
-/// A filtered follower's read: `match` is an SQL condition on $4.
+/// A filtered follower's read: `match` is an SQL condition on $4; `name` names the statement.
 FollowBatch Follow(pqxx::transaction_base& tx, const EventCatalogue& catalogue, LogCursor after,
-                   const char* match, const std::string& param, int limit) {
+                   const char* name, const char* match, const std::string& param, int limit) {
   FollowBatch batch;
-  auto h = tx.exec(
+  auto h = ExecPrepared(
+      tx, "follow_horizon",
       "SELECT x::text, coalesce((SELECT tx_id >= x FROM events ORDER BY tx_id DESC, position "
       "DESC LIMIT 1), false) FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS x) h")[0];
   auto xmin = h[0].as<std::uint64_t>();
@@ -102,8 +105,8 @@ FollowBatch Follow(pqxx::transaction_base& tx, const EventCatalogue& catalogue, 
                     " FROM events WHERE (tx_id, position) > ($1::text::xid8, $2::bigint)"
                     " AND tx_id < $3::text::xid8 AND " +
                     match + " ORDER BY events.tx_id, events.position LIMIT $5";
-  batch.events = ToEvents(tx.exec_params(sql, std::to_string(after.tx_id), after.position,
-                                         std::to_string(xmin), param, limit),
+  batch.events = ToEvents(ExecPrepared(tx, name, sql, std::to_string(after.tx_id), after.position,
+                                       std::to_string(xmin), param, limit),
                           catalogue);
   batch.next = batch.events.empty() ? after : batch.events.back().cursor();
   if (static_cast<int>(batch.events.size()) < limit) {
@@ -118,7 +121,8 @@ FollowBatch Follow(pqxx::transaction_base& tx, const EventCatalogue& catalogue, 
 
 FollowBatch ReadStreamsAfterCursor(pqxx::transaction_base& tx, const EventCatalogue& catalogue,
                                    LogCursor after, const std::string& stream_prefix, int limit) {
-  return Follow(tx, catalogue, after, "starts_with(stream_id, $4)", stream_prefix, limit);
+  return Follow(tx, catalogue, after, "follow_streams", "starts_with(stream_id, $4)", stream_prefix,
+                limit);
 }
 
 namespace {
@@ -143,7 +147,8 @@ std::string TypePatterns(const std::vector<std::string>& types) {
 FollowBatch ReadTypesAfterCursor(pqxx::transaction_base& tx, const EventCatalogue& catalogue,
                                  LogCursor after, const std::vector<std::string>& types,
                                  int limit) {
-  return Follow(tx, catalogue, after, "type LIKE ANY($4::text[])", TypePatterns(types), limit);
+  return Follow(tx, catalogue, after, "follow_types", "type LIKE ANY($4::text[])",
+                TypePatterns(types), limit);
 }
 
 std::int64_t CountEvents(pqxx::transaction_base& tx, const std::vector<std::string>& types) {

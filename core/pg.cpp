@@ -43,10 +43,10 @@ void LockAllInOrder(pqxx::transaction_base& tx, const std::set<std::int64_t>& ke
   std::vector<std::string> text;
   for (auto k : keys) text.push_back(std::to_string(k));
   // OFFSET 0 keeps the sorted subquery from being flattened: the locks are taken in key order.
-  tx.exec_params(
-      "SELECT count(pg_advisory_xact_lock(k)) FROM "
-      "(SELECT k FROM unnest($1::bigint[]) k ORDER BY k OFFSET 0) s",
-      PgArrayLiteral(text));
+  ExecPrepared(tx, "lock_all_in_order",
+               "SELECT count(pg_advisory_xact_lock(k)) FROM "
+               "(SELECT k FROM unnest($1::bigint[]) k ORDER BY k OFFSET 0) s",
+               PgArrayLiteral(text));
 }
 
 }  // namespace unidesk::core

@@ -6,6 +6,7 @@
 #include <pqxx/pqxx>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace unidesk::core {
@@ -24,6 +25,17 @@ std::string SqlState(const std::exception& e);
 
 /// `values` as a Postgres array literal: {"a","b"}, NULLs as NULL, quotes and backslashes escaped.
 std::string PgArrayLiteral(const std::vector<std::string>& values);
+
+/// Runs `sql` as the prepared statement `name` of tx's connection: Postgres parses and plans it
+/// once per connection instead of on every call (the hot paths run it thousands of times a
+/// second). libpqxx prepares it on first use and again on a new connection; one name must always
+/// carry the same `sql`.
+template <typename... Args>
+pqxx::result ExecPrepared(pqxx::transaction_base& tx, const std::string& name,
+                          const std::string& sql, Args&&... args) {
+  tx.conn().prepare(name, sql);
+  return tx.exec_prepared(name, std::forward<Args>(args)...);
+}
 
 /// Takes transaction-scoped advisory locks on all `keys` in one statement, in key order, so two
 /// transactions locking overlapping sets never deadlock.

@@ -36,9 +36,10 @@ std::map<std::string, LoadedTask> LoadTasksLocked(pqxx::work& tx,
   LockAllInOrder(tx, keys);
   std::map<std::string, std::vector<TaskEventView>> events;
   for (const auto& row :
-       tx.exec_params("SELECT substr(stream_id, 6), type, data::text, stream_version FROM events "
-                      "WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, stream_version",
-                      PgArrayLiteral(streams))) {
+       ExecPrepared(tx, "load_tasks",
+                    "SELECT substr(stream_id, 6), type, data::text, stream_version FROM events "
+                    "WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, stream_version",
+                    PgArrayLiteral(streams))) {
     std::string id = row[0].as<std::string>();
     events[id].push_back({row[1].as<std::string>(), row[2].as<std::string>()});
     out[id].version = row[3].as<std::int64_t>();
@@ -55,7 +56,8 @@ void ReleasePlacements(pqxx::work& tx,
     tasks.push_back(task);
     numbers.push_back(std::to_string(attempt));
   }
-  tx.exec_params(
+  ExecPrepared(
+      tx, "release_placements",
       "DELETE FROM scheduler_placements p USING unnest($1::uuid[], $2::int[]) AS e(task, attempt) "
       "WHERE p.task_id = e.task AND p.attempt = e.attempt",
       PgArrayLiteral(tasks), PgArrayLiteral(numbers));

@@ -43,15 +43,17 @@ GroupState ReadState(pqxx::work& tx, const std::vector<GroupItem>& items) {
     }
   }
   // One max() per stream walks the (stream_id, stream_version) index backwards: O(1) each.
-  auto versions = tx.exec_params(
-      "SELECT s, (SELECT max(stream_version) FROM events WHERE stream_id = s) "
-      "FROM unnest($1::text[]) s",
-      PgArrayLiteral({streams.begin(), streams.end()}));
+  auto versions =
+      ExecPrepared(tx, "append_versions",
+                   "SELECT s, (SELECT max(stream_version) FROM events WHERE stream_id = s) "
+                   "FROM unnest($1::text[]) s",
+                   PgArrayLiteral({streams.begin(), streams.end()}));
   for (const auto& r : versions) {
     if (!r[1].is_null()) state.stream_versions[r[0].c_str()] = r[1].as<std::int64_t>();
   }
   if (!keys.empty()) {
-    auto rows = tx.exec_params(
+    auto rows = ExecPrepared(
+        tx, "append_keys",
         "SELECT key, request_hash, stream_id, first_position, last_position, last_version "
         "FROM idempotency_keys WHERE key = ANY($1::text[])",
         PgArrayLiteral({keys.begin(), keys.end()}));
@@ -61,10 +63,11 @@ GroupState ReadState(pqxx::work& tx, const std::vector<GroupItem>& items) {
     }
   }
   if (!ids.empty()) {
-    auto rows = tx.exec_params(
-        "SELECT event_id::text, stream_id, position, stream_version, type FROM events "
-        "WHERE event_id = ANY($1::uuid[])",
-        PgArrayLiteral({ids.begin(), ids.end()}));
+    auto rows =
+        ExecPrepared(tx, "append_ids",
+                     "SELECT event_id::text, stream_id, position, stream_version, type FROM events "
+                     "WHERE event_id = ANY($1::uuid[])",
+                     PgArrayLiteral({ids.begin(), ids.end()}));
     for (const auto& r : rows) {
       state.events_by_id[r[0].c_str()] = {r[1].c_str(), r[2].as<std::int64_t>(),
                                           r[3].as<std::int64_t>(), r[4].c_str()};
@@ -103,7 +106,8 @@ std::vector<AppendResult> ExecuteGroup(pqxx::work& tx, const EventCatalogue& cat
   }
   std::map<std::string, std::int64_t> position_of;
   if (!c_id.empty()) {
-    auto rows = tx.exec_params(
+    auto rows = ExecPrepared(
+        tx, "append_events",
         "INSERT INTO events (stream_id, stream_version, event_id, type, schema_version, data, "
         "metadata) SELECT * FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], "
         "$5::int[], $6::jsonb[], $7::jsonb[]) RETURNING event_id::text, position",
@@ -146,7 +150,8 @@ std::vector<AppendResult> ExecuteGroup(pqxx::work& tx, const EventCatalogue& cat
     results.emplace_back(out);
   }
   if (!k_key.empty()) {
-    tx.exec_params(
+    ExecPrepared(
+        tx, "append_idempotency",
         "INSERT INTO idempotency_keys (key, request_hash, stream_id, first_position, "
         "last_position, last_version) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], "
         "$4::bigint[], $5::bigint[], $6::bigint[])",
