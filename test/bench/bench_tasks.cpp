@@ -2,7 +2,8 @@
 // N simulated nodes (default 200) speaking the real protocol over real sockets, each
 // acknowledging and finishing every assignment at once (the bench load tool: a fake node, since
 // 200 machines cannot run here); T tasks (default 2,000) submitted through the core API as fast
-// as it takes them, from 8 keep-alive connections (CLIENTS).
+// as it takes them, from 32 keep-alive connections (CLIENTS):
+// the API answers a submission when its group commits, so more connections mean larger groups.
 //
 // Figures: submit_per_s; assign latency = from just before the POST to the `assign` frame read
 // by the node (p50, p99); scheduled_per_s = tasks / (first submit -> last assignment received).
@@ -242,7 +243,7 @@ void PrintHops(const std::string& db, const std::map<std::string, Clock::time_po
 int main(int argc, char** argv) {
   int nodes = argc > 1 ? std::atoi(argv[1]) : 200;
   int tasks = argc > 2 ? std::atoi(argv[2]) : 2000;
-  int clients = argc > 3 ? std::atoi(argv[3]) : 8;
+  int clients = argc > 3 ? std::atoi(argv[3]) : 32;
   std::string dir = "/tmp/unidesk-bench-tasks-" + std::to_string(getpid());
   test::Shell("mkdir -p " + bench::ShellQuote(dir));
   std::string db = bench::FreshDatabase("bench_tasks");
