@@ -75,7 +75,7 @@ EventCatalogue BuiltinCatalogue() {
        1,
        "task-{id}",
        "the scheduler placed an attempt on a node: {task, attempt, node, resources, "
-       "gpu_indices, queued_ms, spec}",
+       "gpu_indices, queued_ms}",
        {}},
       {"task.cancel_requested",
        1,

@@ -316,8 +316,6 @@ PassOutcome Scheduler::Pass() {
                                     .Done())
               .Raw("gpu_indices", IntArray(p.gpu_indices, '[', ']'))
               .Int("queued_ms", std::max<std::int64_t>(0, now_ms - q.submitted_ms))
-              // The ingress hands the spec to the node without a lookup.
-              .Raw("spec", q.spec_json)
               .Done()));
       pending.push_back({Kind::kAssigned, &q, p});
     }
@@ -336,6 +334,7 @@ PassOutcome Scheduler::Pass() {
   if (!requests.empty()) results = store_.AppendAllInTransaction(tx, requests);
   std::vector<std::string> ids, nodes, gpus, attempts, cpus, memories;
   std::vector<core::RecordedEvent> landed;
+  std::vector<CommittedPlacement> placed;
   for (std::size_t i = 0; i < results.size(); ++i) {
     const Pending& p = pending[i];
     if (!results[i].ok()) {
@@ -356,6 +355,8 @@ PassOutcome Scheduler::Pass() {
         cpus.push_back(std::to_string(p.row->task.cpu_millis));
         memories.push_back(std::to_string(p.row->task.memory_bytes));
         gpus.push_back(IntArray(p.placement.gpu_indices, '[', ']'));
+        placed.push_back(
+            {p.row->task.id, p.row->attempt + 1, p.placement.node, gpus.back(), p.row->spec_json});
         ++out.placed;
         break;
       case Kind::kWaiting:
@@ -381,6 +382,14 @@ PassOutcome Scheduler::Pass() {
   if (!requests.empty()) store_.NotifyCommitted();
   // The queue learns its own decisions now; the log delivers them again later (ignored).
   for (const auto& e : landed) queue_.Apply(e);
+  if (on_committed_ && !placed.empty()) {
+    try {
+      on_committed_(placed);
+    } catch (const std::exception& e) {
+      // Nothing is lost: the bus delivers the same assignments.
+      log_->warn("handing {} placements over in-process failed: {}", placed.size(), e.what());
+    }
+  }
   return out;
 }
 

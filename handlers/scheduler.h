@@ -17,10 +17,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <pqxx/pqxx>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "core/event_store.h"
 #include "core/log.h"
@@ -49,11 +51,26 @@ struct PassOutcome {
   int released = 0;   // placement rows of ended tasks removed
 };
 
+/// A placement a pass committed, with what its node needs to start it.
+struct CommittedPlacement {
+  std::string task;
+  std::int64_t attempt = 0;
+  std::string node;
+  std::string gpu_indices_json;  // e.g. [0,1]
+  std::string spec_json;         // the task's canonical spec, from task.submitted
+};
+/// Called on the scheduler's thread after a pass that placed tasks committed.
+using PlacementsCommitted = std::function<void(const std::vector<CommittedPlacement>&)>;
+
 class Scheduler {
  public:
   Scheduler(std::string conninfo, SchedulerSettings settings, core::EventStore& store,
             core::LoggerPtr log);
   ~Scheduler();
+  /// Before Start: where this copy hands its committed placements in-process (its own provider
+  /// ingress), so a node connected here hears of them without waiting for the bus. The bus
+  /// still carries every task.assigned to every copy; this only shortens the way.
+  void OnPlacementsCommitted(PlacementsCommitted f) { on_committed_ = std::move(f); }
   void Start();
   void Stop();
   /// Reads the log into the queue, then one pass, in the caller's thread. Throws what libpqxx
@@ -83,6 +100,7 @@ class Scheduler {
   bool held_back_ = false;
   core::LogCursor cursor_;
   TaskQueue queue_;
+  PlacementsCommitted on_committed_;
   std::atomic<bool> stopping_{false};
   std::thread thread_;
 };

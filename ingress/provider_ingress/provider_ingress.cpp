@@ -87,12 +87,14 @@ void ProviderIngress::OnBusEvent(const core::RecordedEvent& e) {
           core::protocol::Cancel{task, attempt, data.Str("reason").value_or("")}));
       return;
     }
+    if (!session->ClaimAssignment(task, attempt)) return;  // handed over in-process already
     if (auto spec = data.Raw("spec")) {
-      // The assignment carries its spec: no lookup on the way to the node.
+      // Recorded when assignments carried their spec.
       session->Send(AssignText(task, attempt, *spec, data.Raw("gpu_indices").value_or("[]")));
       return;
     }
-    // Recorded before assignments carried their spec.
+    // Assigned by another copy's scheduler (or before this copy started): the spec is the
+    // task's, read with the placement.
     boost::asio::post(db_, [this, session, task, attempt, node = *node] {
       auto frame = tasks_.AssignFrame(task, attempt, node);
       if (!frame.ok()) {
@@ -111,6 +113,14 @@ void ProviderIngress::OnBusEvent(const core::RecordedEvent& e) {
     session->Close(core::protocol::CloseCode::kSuperseded,
                    "a newer session of this node took over");
   }
+}
+
+void ProviderIngress::DeliverAssignment(const std::string& task, std::int64_t attempt,
+                                        const std::string& node, const std::string& spec_json,
+                                        const std::string& gpu_indices_json) {
+  auto session = registry_.Find(node);
+  if (!session || !session->ClaimAssignment(task, attempt)) return;
+  session->Send(AssignText(task, attempt, spec_json, gpu_indices_json));
 }
 
 void ProviderIngress::Stop() {

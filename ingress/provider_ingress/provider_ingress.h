@@ -34,6 +34,11 @@ class ProviderIngress {
   void Stop();
   unsigned short port() const;
   const std::string& id() const { return id_; }
+  /// A committed assignment handed over in-process by this copy's scheduler: sent at once when
+  /// the node's session is here. Thread-safe. The bus brings the same assignment later; the
+  /// session sends each (task, attempt) once.
+  void DeliverAssignment(const std::string& task, std::int64_t attempt, const std::string& node,
+                         const std::string& spec_json, const std::string& gpu_indices_json);
 
  private:
   void OnBusEvent(const core::RecordedEvent& e);

@@ -13,6 +13,7 @@
 
 #include "core/protocol.h"
 #include "ingress/provider_ingress/context.h"
+#include "ingress/provider_ingress/sent_assignments.h"
 
 namespace unidesk::ingress {
 
@@ -25,6 +26,11 @@ class ProviderSession : public std::enable_shared_from_this<ProviderSession> {
   /// Both thread-safe.
   void Send(std::string text);
   void Close(core::protocol::CloseCode code, std::string reason);
+  /// True the first time this session is to send (task, attempt); thread-safe. An assignment
+  /// can come twice: in-process from this copy's scheduler, then from the bus.
+  bool ClaimAssignment(const std::string& task, std::int64_t attempt) {
+    return sent_.Claim(task, attempt);
+  }
 
   const std::string& node() const { return id_.node; }
   const std::string& session_id() const { return session_; }
@@ -75,6 +81,7 @@ class ProviderSession : public std::enable_shared_from_this<ProviderSession> {
   bool dead_ = false;   // the send queue overflowed and the socket was closed
   int close_code_ = 0;  // what the server closed with, when it did
   std::string close_reason_;
+  SentAssignments sent_;
 };
 
 }  // namespace unidesk::ingress

@@ -147,6 +147,15 @@ int main(int argc, char** argv) {
   if (roles.count("monitor")) monitor.Start();
   handlers::Scheduler scheduler(conninfo, options.value().scheduler, store,
                                 core::MakeLogger("scheduler"));
+  if (provider_ingress) {
+    // Placements reach nodes connected to this copy without waiting for the bus.
+    scheduler.OnPlacementsCommitted(
+        [ingress = provider_ingress.get()](const std::vector<handlers::CommittedPlacement>& ps) {
+          for (const auto& p : ps) {
+            ingress->DeliverAssignment(p.task, p.attempt, p.node, p.spec_json, p.gpu_indices_json);
+          }
+        });
+  }
   if (roles.count("scheduler")) scheduler.Start();
   core::TaskLimits limits;
   limits.allow_file_urls = options.value().allow_file_urls;

@@ -79,8 +79,9 @@ TEST_CASE("dispatch over the session: acknowledge, move, fence, re-offer") {
   c->Hello("raw", proto::kVersion, "[]", /*docker_ok=*/true);
   REQUIRE(ReadUntil(*c, "welcome"));
 
-  // 1. The assignment arrives with the spec; nobody acknowledges it: lost after the accept
-  // timeout, moved (here to the same node, the only one) as attempt 2.
+  // 1. The assignment arrives with the spec, once (this copy's scheduler hands it to the
+  // ingress in-process, and the bus brings it again); nobody acknowledges it: lost after the
+  // accept timeout, moved (here to the same node, the only one) as attempt 2.
   std::string id = Submit(db.conninfo(), "moved");
   auto first = ReadUntil(*c, "assign");
   REQUIRE(first);

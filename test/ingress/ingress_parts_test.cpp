@@ -1,8 +1,10 @@
-// The ingress's pure parts: the Authorization header and the token bucket.
+// The ingress's pure parts: the Authorization header, the token bucket, the sessions' memory of
+// assignments sent.
 
 #include <doctest/doctest.h>
 
 #include "ingress/provider_ingress/http_front.h"
+#include "ingress/provider_ingress/sent_assignments.h"
 #include "ingress/provider_ingress/token_bucket.h"
 
 using namespace unidesk::ingress;
@@ -25,4 +27,16 @@ TEST_CASE("token bucket: burst, then the rate") {
   CHECK(taken == 5);
   CHECK(!b.Take(t + std::chrono::milliseconds(50)));
   CHECK(b.Take(t + std::chrono::milliseconds(150)));
+}
+
+TEST_CASE("an assignment is claimed once per session, and the memory is bounded") {
+  SentAssignments sent(3);
+  CHECK(sent.Claim("t1", 1));
+  CHECK_FALSE(sent.Claim("t1", 1));  // the bus's copy of what the scheduler handed over
+  CHECK(sent.Claim("t1", 2));        // a new attempt is a new assignment
+  CHECK(sent.Claim("t2", 1));
+  CHECK_FALSE(sent.Claim("t2", 1));
+  CHECK(sent.Claim("t3", 1));  // evicts ("t1", 1), the oldest
+  CHECK(sent.Claim("t1", 1));
+  CHECK_FALSE(sent.Claim("t3", 1));
 }
