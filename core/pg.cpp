@@ -3,7 +3,11 @@
 namespace unidesk::core {
 
 std::unique_ptr<pqxx::connection> Connect(const std::string& conninfo) {
-  return std::make_unique<pqxx::connection>(conninfo);
+  auto conn = std::make_unique<pqxx::connection>(conninfo);
+  // Measured: a generic plan of the idempotency-key lookup, made when the table had a few rows,
+  // stayed a sequential scan at 2,000 rows (0.7 ms a call, and growing).
+  conn->set_variable("plan_cache_mode", "force_custom_plan");
+  return conn;
 }
 
 bool IsConnectionLost(const std::exception& e) {

@@ -13,6 +13,7 @@
 #include "core/event_store.h"
 #include "core/ids.h"
 #include "core/limits.h"
+#include "core/pg.h"
 #include "test/support/harness.h"
 
 using namespace unidesk;
@@ -273,4 +274,37 @@ TEST_CASE("Postgres unreachable: the append says so and nothing hangs") {
   auto r = store.Append({"test-a", ExpectedVersion::Any(), {Ev()}, {}});
   REQUIRE_FALSE(r.ok());
   CHECK(r.error().code == AppendError::kUnavailable);
+}
+
+TEST_CASE("a prepared key lookup made on a young table still uses the index once it has grown") {
+  // The append's idempotency-key lookup runs as a prepared statement on a long-lived
+  // connection. Postgres would cache a generic plan after five calls; made while the table had
+  // a few rows, that plan is a sequential scan and stays one as the table grows.
+  Fixture f;
+  auto conn = core::Connect(f.db.conninfo());
+  const std::string sql = "SELECT key FROM idempotency_keys WHERE key = ANY($1::text[])";
+  {
+    pqxx::nontransaction tx(*conn);
+    tx.exec(
+        "INSERT INTO idempotency_keys (key, request_hash, stream_id, first_position, "
+        "last_position, last_version) VALUES ('k0', 'h', 's', 1, 1, 0)");
+    tx.exec("VACUUM ANALYZE idempotency_keys");  // the statistics of a young table: one row
+  }
+  {
+    pqxx::work tx(*conn);
+    for (int i = 0; i < 8; ++i) core::ExecPrepared(tx, "keys_probe", sql, "{k0,k1,k2}");
+    tx.exec(
+        "INSERT INTO idempotency_keys (key, request_hash, stream_id, first_position, "
+        "last_position, last_version) SELECT 'key-' || i, md5(i::text), 's', i, i, 0 "
+        "FROM generate_series(1, 20000) i");
+    tx.commit();
+  }
+  pqxx::work tx(*conn);
+  std::string plan;
+  for (const auto& r : tx.exec("EXPLAIN EXECUTE keys_probe('{k0,k1,k2}')")) {
+    plan += std::string(r[0].c_str()) + "\n";
+  }
+  CAPTURE(plan);
+  CHECK(plan.find("Seq Scan") == std::string::npos);
+  CHECK(plan.find("idempotency_keys_pkey") != std::string::npos);
 }
