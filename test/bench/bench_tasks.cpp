@@ -363,7 +363,11 @@ int main(int argc, char** argv) {
 
   std::printf("prepare, cached (real provider runtime, real dockerd):\n");
   double prepare = PrepareCachedMs(dir);
-  if (std::getenv("UNIDESK_BENCH_KEEP") == nullptr) test::Shell("rm -rf " + bench::ShellQuote(dir));
+  if (std::getenv("UNIDESK_BENCH_KEEP") == nullptr) {
+    // Also the repositories the prepare runs made (e2e TempPath names carry this pid).
+    test::Shell("rm -rf " + bench::ShellQuote(dir) + " /tmp/unidesk-e2e-" +
+                std::to_string(getpid()) + "-*");
+  }
 
   std::cout << bench::JsonLine("tasks")
                    .Num("submitted", static_cast<double>(sent.size()))
