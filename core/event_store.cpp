@@ -140,6 +140,8 @@ AppendResult EventStore::Append(AppendRequest request) {
   return result.get();
 }
 
+void EventStore::OnCommitted(CommittedAppend f) { batcher_->OnCommitted(std::move(f)); }
+
 void EventStore::AppendAsync(AppendRequest request, AppendCallback done) {
   bool ids_supplied = std::any_of(request.events.begin(), request.events.end(),
                                   [](const NewEvent& e) { return !e.event_id.empty(); });

@@ -42,6 +42,8 @@ struct AppendOutcome {
   Position last;
   std::int64_t last_version = -1;
   bool repeated = false;  // true when this was an idempotent repeat and nothing was written
+  /// The appending transaction's id (the events' `tx_id`); 0 when not known (a repeat).
+  std::uint64_t tx_id = 0;
 };
 
 enum class AppendError {
@@ -64,6 +66,9 @@ const char* AppendErrorName(AppendError e);
 using AppendResult = Result<AppendOutcome, TypedError<AppendError>>;
 /// Receives the outcome of an asynchronous append (EventStore::AppendAsync).
 using AppendCallback = std::function<void(AppendResult)>;
+
+/// One append a group of the store committed (EventStore::OnCommitted).
+using CommittedAppend = std::function<void(const AppendRequest&, const AppendOutcome&)>;
 
 /// Settings of the store; see docs/architecture.md ("Group commit").
 struct EventStoreOptions {
@@ -96,6 +101,12 @@ class EventStore {
   /// any I/O), so it must only hand the result on. A caller with many appends in flight, such as
   /// the API's submit route, lets one group carry them all instead of one per blocked thread.
   void AppendAsync(AppendRequest request, AppendCallback done);
+
+  /// Call before the first append. `f` hears of every append a group committed (not repeats, not
+  /// AppendInTransaction), on the writer thread, before the appender does: a follower in this
+  /// process can act on it without waiting for the log. The log still delivers it later, so
+  /// `f` must only hand it on, and its receiver must tell the two copies apart.
+  void OnCommitted(CommittedAppend f);
 
   /// Appends inside the caller's transaction (outbox: business rows and events commit together).
   /// Must come before any other write in `tx`; call NotifyCommitted() after the caller commits.

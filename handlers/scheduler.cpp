@@ -1,8 +1,12 @@
 #include "handlers/scheduler.h"
 
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <ctime>
 #include <map>
+#include <system_error>
 
 #include "core/event_reader.h"
 #include "core/ids.h"
@@ -71,6 +75,21 @@ std::int64_t NowMillis() {
       .count();
 }
 
+/// Now as RecordedEvent::recorded_at ("2026-11-22T08:00:00.123Z").
+std::string NowRecordedAt() {
+  std::int64_t ms = NowMillis();
+  std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[40];
+  std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  std::snprintf(buf + n, sizeof buf - n, ".%03dZ", static_cast<int>(ms % 1000));
+  return buf;
+}
+
+/// Offered submissions kept at most while the scheduler cannot take them (the log has them).
+constexpr std::size_t kMaxOffered = 10000;
+
 using RepeatableRead =
     pqxx::transaction<pqxx::isolation_level::repeatable_read, pqxx::readwrite_policy::read_only>;
 
@@ -85,9 +104,62 @@ class Scheduler::Wakeup : public pqxx::notification_receiver {
 
 Scheduler::Scheduler(std::string conninfo, SchedulerSettings settings, core::EventStore& store,
                      core::LoggerPtr log)
-    : conninfo_(std::move(conninfo)), settings_(settings), store_(store), log_(std::move(log)) {}
+    : conninfo_(std::move(conninfo)),
+      settings_(settings),
+      store_(store),
+      log_(std::move(log)),
+      wake_fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+  if (wake_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+}
 
-Scheduler::~Scheduler() { Stop(); }
+Scheduler::~Scheduler() {
+  Stop();
+  close(wake_fd_);
+}
+
+void Scheduler::Offer(const core::AppendRequest& request, const core::AppendOutcome& outcome) {
+  if (request.events.size() != 1 || request.events.front().type != "task.submitted") return;
+  if (stopping_) return;
+  core::RecordedEvent e;
+  e.position = outcome.first;
+  e.tx_id = outcome.tx_id;
+  e.stream_id = request.stream_id;
+  e.stream_version = outcome.last_version;
+  e.type = request.events.front().type;
+  e.data_json = request.events.front().data_json;
+  e.recorded_at = NowRecordedAt();
+  {
+    std::lock_guard<std::mutex> lock(offered_mu_);
+    if (offered_.size() >= kMaxOffered) return;  // the log delivers it
+    offered_.push_back(std::move(e));
+  }
+  std::uint64_t one = 1;
+  (void)!write(wake_fd_, &one, sizeof one);
+}
+
+void Scheduler::TakeOffered() {
+  std::vector<core::RecordedEvent> offered;
+  {
+    std::lock_guard<std::mutex> lock(offered_mu_);
+    offered.swap(offered_);
+  }
+  for (const auto& e : offered) {
+    // At or before the cursor: the log delivered it already (or the seed covered it).
+    if (e.tx_id == 0 || !(cursor_ < e.cursor())) continue;
+    queue_.ApplyAhead(e);
+  }
+}
+
+void Scheduler::AwaitWake(long wait_us) {
+  if (listen_->get_notifs() > 0) return;
+  pollfd fds[2] = {{listen_->sock(), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+  timespec timeout{wait_us / 1000000, (wait_us % 1000000) * 1000};
+  if (ppoll(fds, 2, &timeout, nullptr) > 0 && (fds[1].revents & POLLIN)) {
+    std::uint64_t n = 0;
+    (void)!read(wake_fd_, &n, sizeof n);
+  }
+  listen_->get_notifs();
+}
 
 void Scheduler::Start() {
   thread_ = std::thread([this] { Run(); });
@@ -95,6 +167,8 @@ void Scheduler::Start() {
 
 void Scheduler::Stop() {
   stopping_ = true;
+  std::uint64_t one = 1;
+  (void)!write(wake_fd_, &one, sizeof one);  // out of its wait at once
   if (thread_.joinable()) thread_.join();
 }
 
@@ -143,7 +217,7 @@ void Scheduler::Run() {
       failing = false;
       // Held back: the events' NOTIFY came before an older transaction let them through.
       long wait_us = held_back_ ? 3000 : static_cast<long>(settings_.interval.count() * 1000);
-      listen_->await_notification(0, wait_us);
+      AwaitWake(wait_us);
     } catch (const std::exception& e) {
       if (!failing) log_->warn("scheduler: {}; retrying", e.what());
       failing = true;
@@ -155,6 +229,11 @@ void Scheduler::Run() {
     }
   }
   Disconnect();
+}
+
+PassOutcome Scheduler::Totals() const {
+  std::lock_guard<std::mutex> lock(totals_mu_);
+  return totals_;
 }
 
 PassOutcome Scheduler::PassOnce() {
@@ -206,6 +285,7 @@ void Scheduler::Follow() {
     held_back_ = batch.held_back;
     if (static_cast<int>(batch.events.size()) < kBatch) break;
   }
+  TakeOffered();
   std::vector<std::string> unloaded = queue_.Unloaded();
   if (unloaded.empty()) return;
   std::vector<std::string> streams;
@@ -380,8 +460,15 @@ PassOutcome Scheduler::Pass() {
   }
   tx.commit();
   if (!requests.empty()) store_.NotifyCommitted();
+  {
+    std::lock_guard<std::mutex> lock(totals_mu_);
+    totals_.placed += out.placed;
+    totals_.waiting += out.waiting;
+    totals_.cancelled += out.cancelled;
+    totals_.conflicts += out.conflicts;
+  }
   // The queue learns its own decisions now; the log delivers them again later (ignored).
-  for (const auto& e : landed) queue_.Apply(e);
+  for (const auto& e : landed) queue_.ApplyAhead(e);
   if (on_committed_ && !placed.empty()) {
     try {
       on_committed_(placed);

@@ -5,9 +5,11 @@
 //
 // Where the queue comes from: each copy keeps it in memory (task_queue.h), seeded from the
 // `tasks` projection at the projection's checkpoint and then fed the task events straight from
-// the log, woken by the store's NOTIFY. A pass runs when the queue changed (a submission, a
-// requeue, a cancel, capacity returned) or every `interval` while tasks wait, and never waits
-// for the projector.
+// the log, woken by the store's NOTIFY. Submissions committed by this process's own store are
+// also handed over in-process (Offer), so a pass need not wait for the NOTIFY and the read; the
+// log's later copy is told apart by its cursor and the stream version. A pass runs when the queue
+// changed (a submission, a requeue, a cancel, capacity returned) or every `interval` while tasks
+// wait, and never waits for the projector.
 //
 // Why it is safe with several copies: a pass takes a transaction-scoped advisory lock first, so
 // passes take turns and each reads what the previous one committed; capacity in use comes from
@@ -19,6 +21,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <pqxx/pqxx>
 #include <string>
 #include <thread>
@@ -71,11 +74,17 @@ class Scheduler {
   /// ingress), so a node connected here hears of them without waiting for the bus. The bus
   /// still carries every task.assigned to every copy; this only shortens the way.
   void OnPlacementsCommitted(PlacementsCommitted f) { on_committed_ = std::move(f); }
+  /// Thread-safe, cheap: wire to EventStore::OnCommitted. A task.submitted this process
+  /// committed joins the queue at the scheduler's next turn instead of after the log's NOTIFY
+  /// and read; other appends are ignored.
+  void Offer(const core::AppendRequest& request, const core::AppendOutcome& outcome);
   void Start();
   void Stop();
   /// Reads the log into the queue, then one pass, in the caller's thread. Throws what libpqxx
   /// throws.
   PassOutcome PassOnce();
+  /// What every pass of this copy did so far (thread-safe).
+  PassOutcome Totals() const;
 
  private:
   class Wakeup;
@@ -85,6 +94,10 @@ class Scheduler {
   /// Seeds the queue when it has none, then applies the task events after its cursor.
   void Follow();
   void Seed();
+  /// Applies the submissions Offer handed over that the log has not delivered yet.
+  void TakeOffered();
+  /// Until a NOTIFY, an Offer, or `wait_us`.
+  void AwaitWake(long wait_us);
   /// Sweeps lost attempts and releases placements of ended tasks.
   void Housekeeping();
   PassOutcome Pass();
@@ -101,7 +114,12 @@ class Scheduler {
   core::LogCursor cursor_;
   TaskQueue queue_;
   PlacementsCommitted on_committed_;
+  std::mutex offered_mu_;
+  std::vector<core::RecordedEvent> offered_;
+  int wake_fd_ = -1;  // an eventfd Offer writes to
   std::atomic<bool> stopping_{false};
+  mutable std::mutex totals_mu_;
+  PassOutcome totals_;
   std::thread thread_;
 };
 

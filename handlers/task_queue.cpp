@@ -82,10 +82,18 @@ void TaskQueue::Add(QueuedTask t) {
   changed_ = true;
 }
 
-void TaskQueue::Apply(const core::RecordedEvent& e) {
+void TaskQueue::Apply(const core::RecordedEvent& e) { ApplyOne(e, false); }
+
+void TaskQueue::ApplyAhead(const core::RecordedEvent& e) { ApplyOne(e, true); }
+
+void TaskQueue::ApplyOne(const core::RecordedEvent& e, bool ahead) {
   if (e.stream_id.rfind("task-", 0) != 0) return;
   std::string id = e.stream_id.substr(5);
   if (EndsAttempt(e.type)) changed_ = true;  // capacity returned: a waiting task may fit now
+  if (auto t = tombstones_.find(id); t != tombstones_.end()) {
+    if (e.stream_version < t->second) return;  // from before the removal applied ahead
+    if (!ahead) tombstones_.erase(t);          // the log has caught up with it
+  }
   auto it = tasks_.find(id);
   if (it != tasks_.end() && e.stream_version <= it->second.version) return;  // seen already
   core::JsonReader data(e.data_json);
@@ -114,6 +122,7 @@ void TaskQueue::Apply(const core::RecordedEvent& e) {
     return;  // about a task that is placed or ended: not the queue's concern
   } else if (e.type == "task.assigned" || EndsAttempt(e.type)) {
     tasks_.erase(it);
+    if (ahead) tombstones_[id] = e.stream_version;
   } else if (e.type == "task.waiting") {
     it->second.version = e.stream_version;
     it->second.task.waiting_reason = data.Str("reason").value_or("");

@@ -48,9 +48,14 @@ class TaskQueue {
  public:
   /// A row of the projection (or a loaded submission). Replaces what the view holds.
   void Add(QueuedTask t);
-  /// One event of a `task-` stream; events at or below the version held are ignored, so the
-  /// pass may apply its own decisions at once and see them again from the log.
+  /// One event of a `task-` stream, as the log delivers it, in order; events at or below the
+  /// version held are ignored.
   void Apply(const core::RecordedEvent& e);
+  /// An event this process committed, before the log delivers it (the pass's own decisions, a
+  /// submission handed over in-process). A task it removes from the queue leaves a tombstone
+  /// until the log reaches that version, so the log's older copies of the task's events (its
+  /// task.submitted) do not bring it back.
+  void ApplyAhead(const core::RecordedEvent& e);
   /// Fills in a task that was requeued while the view did not hold it.
   void Load(const std::string& id, const std::string& spec_json, std::int64_t submitted_position,
             std::int64_t submitted_ms);
@@ -61,12 +66,17 @@ class TaskQueue {
   std::vector<const QueuedTask*> Head(std::size_t limit) const;
   const QueuedTask* Find(const std::string& id) const;
   std::size_t size() const { return tasks_.size(); }
+  std::size_t tombstones() const { return tombstones_.size(); }
 
   /// Whether something a pass could act on changed since the last TakeChanged().
   bool TakeChanged();
 
  private:
+  void ApplyOne(const core::RecordedEvent& e, bool ahead);
+
   std::map<std::string, QueuedTask> tasks_;
+  /// Tasks removed by an event applied ahead of the log: the version that removed them.
+  std::map<std::string, std::int64_t> tombstones_;
   bool changed_ = false;
 };
 

@@ -99,6 +99,17 @@ void AppendBatcher::WriterLoop() {
     bool wrote = false;
     for (const auto& r : results) wrote = wrote || (r.ok() && !r.value().repeated);
     if (wrote && notifier_ != nullptr) notifier_->Signal();
+    if (wrote && on_committed_) {
+      for (std::size_t i = 0; i < group.size(); ++i) {
+        if (!results[i].ok() || results[i].value().repeated) continue;
+        try {
+          on_committed_(group[i]->request, results[i].value());
+        } catch (const std::exception& e) {
+          // Only a shortcut: the log delivers the append anyway.
+          log_->warn("in-process observer of a committed append failed: {}", e.what());
+        }
+      }
+    }
     for (std::size_t i = 0; i < group.size(); ++i) group[i]->done(std::move(results[i]));
   }
 }

@@ -25,6 +25,8 @@ class AppendBatcher {
   /// Queues a validated request; `done` runs on a writer thread when the group that carries it
   /// has finished (or at once, when stopping), so it must be quick: hand the result on.
   void Submit(AppendRequest request, bool ids_supplied, AppendCallback done);
+  /// Before the first Submit (EventStore::OnCommitted).
+  void OnCommitted(CommittedAppend f) { on_committed_ = std::move(f); }
   /// Refuses new requests, lets the writers finish what is queued, joins them.
   void Stop();
 
@@ -51,6 +53,7 @@ class AppendBatcher {
   const EventCatalogue& catalogue_;
   Notifier* notifier_;
   LoggerPtr log_;
+  CommittedAppend on_committed_;  // set before any writer has a group to run
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::unique_ptr<Pending>> queue_;

@@ -105,16 +105,18 @@ std::vector<AppendResult> ExecuteGroup(pqxx::work& tx, const EventCatalogue& cat
     }
   }
   std::map<std::string, std::int64_t> position_of;
+  std::uint64_t tx_id = 0;
   if (!c_id.empty()) {
     auto rows = ExecPrepared(
         tx, "append_events",
         "INSERT INTO events (stream_id, stream_version, event_id, type, schema_version, data, "
         "metadata) SELECT * FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], "
-        "$5::int[], $6::jsonb[], $7::jsonb[]) RETURNING event_id::text, position",
+        "$5::int[], $6::jsonb[], $7::jsonb[]) RETURNING event_id::text, position, tx_id::text",
         PgArrayLiteral(c_stream), PgArrayLiteral(c_version), PgArrayLiteral(c_id),
         PgArrayLiteral(c_type), PgArrayLiteral(c_schema), PgArrayLiteral(c_data),
         PgArrayLiteral(c_meta));
     for (const auto& r : rows) position_of[r[0].c_str()] = r[1].as<std::int64_t>();
+    if (!rows.empty()) tx_id = rows[0][2].as<std::uint64_t>();
   }
 
   std::vector<AppendResult> results;
@@ -132,6 +134,7 @@ std::vector<AppendResult> ExecuteGroup(pqxx::work& tx, const EventCatalogue& cat
     }
     const AppendRequest& r = *items[i].request;
     AppendOutcome out;
+    out.tx_id = tx_id;
     out.first.value = INT64_MAX;
     for (const auto& e : r.events) {
       std::int64_t p = position_of.at(e.event_id);

@@ -123,6 +123,14 @@ int main(int argc, char** argv) {
   core::EventStoreOptions store_options;
   store_options.conninfo = conninfo;
   core::EventStore store(store_options, catalogue, core::MakeLogger("store"));
+  handlers::Scheduler scheduler(conninfo, options.value().scheduler, store,
+                                core::MakeLogger("scheduler"));
+  if (roles.count("scheduler")) {
+    // Submissions through this copy's API reach its queue without waiting for the bus.
+    store.OnCommitted([&scheduler](const core::AppendRequest& r, const core::AppendOutcome& o) {
+      scheduler.Offer(r, o);
+    });
+  }
   ingress::ProjectorRole projector(conninfo, catalogue, core::MakeLogger("projector"));
   if (roles.count("projector")) projector.Start();
   std::unique_ptr<ingress::ProviderIngress> provider_ingress;
@@ -145,8 +153,6 @@ int main(int argc, char** argv) {
   handlers::LivenessMonitor monitor(conninfo, options.value().liveness, store,
                                     core::MakeLogger("monitor"));
   if (roles.count("monitor")) monitor.Start();
-  handlers::Scheduler scheduler(conninfo, options.value().scheduler, store,
-                                core::MakeLogger("scheduler"));
   if (provider_ingress) {
     // Placements reach nodes connected to this copy without waiting for the bus.
     scheduler.OnPlacementsCommitted(

@@ -239,6 +239,42 @@ TEST_CASE("asynchronous appends from one thread share a group and each gets its 
   CHECK(f.db.Scalar("SELECT count(DISTINCT tx_id) FROM events") <= 6);
 }
 
+TEST_CASE(
+    "an in-process observer hears of each committed append before its appender, with "
+    "the log's tx_id and positions; refusals and repeats are not told") {
+  test::TestDatabase db;
+  core::EventCatalogue catalogue = test::TestCatalogue();
+  core::EventStore store{{db.conninfo()}, catalogue, core::NullLogger()};
+  std::mutex mu;
+  std::vector<std::pair<std::string, core::AppendOutcome>> heard;
+  store.OnCommitted([&](const core::AppendRequest& r, const core::AppendOutcome& o) {
+    std::lock_guard<std::mutex> g(mu);
+    heard.emplace_back(r.stream_id, o);
+  });
+  auto first = store.Append({"test-obs", ExpectedVersion::NoStream(), {Ev(), Ev()}, "obs-1"});
+  REQUIRE(first.ok());
+  {
+    std::lock_guard<std::mutex> g(mu);
+    REQUIRE(heard.size() == 1);  // told before Append returned
+  }
+  CHECK(store.Append({"test-obs", ExpectedVersion::NoStream(), {Ev()}, {}}).error().code ==
+        AppendError::kVersionConflict);
+  auto repeat = store.Append({"test-obs", ExpectedVersion::NoStream(), {Ev(), Ev()}, "obs-1"});
+  REQUIRE(repeat.ok());
+  CHECK(repeat.value().repeated);
+  std::lock_guard<std::mutex> g(mu);
+  REQUIRE(heard.size() == 1);
+  CHECK(heard[0].first == "test-obs");
+  CHECK(heard[0].second.first == first.value().first);
+  CHECK(heard[0].second.last_version == 1);
+  auto conn = db.Connect();
+  pqxx::read_transaction tx(*conn);
+  auto events = core::ReadStream(tx, catalogue, "test-obs", 0, 10);
+  REQUIRE(events.size() == 2);
+  CHECK(heard[0].second.tx_id == events[0].tx_id);
+  CHECK(heard[0].second.tx_id != 0);
+}
+
 TEST_CASE("after Stop an asynchronous append is refused at once with kStopped") {
   Fixture f;
   f.store.Stop();

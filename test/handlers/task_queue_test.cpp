@@ -70,11 +70,31 @@ TEST_CASE("an assignment takes the task off the queue; its own event seen again 
   TaskQueue q;
   q.Apply(Submitted("a", 1, kSpec));
   auto assigned = Event("a", 1, "task.assigned", R"({"task":"a","attempt":1,"node":"n"})");
-  q.Apply(assigned);  // the pass applies its decision at once
+  q.ApplyAhead(assigned);  // the pass applies its decision at once
   CHECK(q.Find("a") == nullptr);
   q.Apply(assigned);  // and the log delivers it later
   CHECK(q.Find("a") == nullptr);
   CHECK(q.size() == 0);
+  CHECK(q.tombstones() == 0);
+}
+
+TEST_CASE("a submission handed over ahead of the log and placed is not queued again by the log") {
+  TaskQueue q;
+  auto submitted = Submitted("a", 1, kSpec);
+  auto assigned = Event("a", 1, "task.assigned", R"({"task":"a","attempt":1,"node":"n"})");
+  q.ApplyAhead(submitted);  // handed over in-process by the API's commit
+  REQUIRE(q.Find("a") != nullptr);
+  q.ApplyAhead(assigned);  // the pass placed it
+  CHECK(q.tombstones() == 1);
+  q.Apply(submitted);  // the log's copy of the submission arrives after the placement
+  CHECK(q.Find("a") == nullptr);
+  q.Apply(assigned);  // the log caught up: the tombstone goes
+  CHECK(q.tombstones() == 0);
+  CHECK(q.Find("a") == nullptr);
+  // A later requeue is the log's news, and queues the task again.
+  q.Apply(Event("a", 3, "task.requeued", R"({"task":"a","attempt":1})"));
+  REQUIRE(q.Find("a") != nullptr);
+  CHECK(q.Find("a")->attempt == 1);
 }
 
 TEST_CASE("events at or below the version held are ignored") {
