@@ -55,7 +55,11 @@ void EventTail::Run() {
                         .as<std::uint64_t>();
         cursor = LogCursor{xmin - 1, std::numeric_limits<std::int64_t>::max()};
       }
+      std::chrono::steady_clock::time_point last_read;
       while (!stopping_) {
+        auto since = std::chrono::steady_clock::now() - last_read;
+        if (since < min_read_interval_) std::this_thread::sleep_for(min_read_interval_ - since);
+        last_read = std::chrono::steady_clock::now();
         // Only the chosen types leave Postgres; the horizon and the rows from one snapshot.
         FollowBatch batch;
         {

@@ -5,6 +5,7 @@
 // longer concerns it.
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <string>
 #include <thread>
@@ -22,6 +23,9 @@ class EventTail {
   EventTail(std::string conninfo, const EventCatalogue& catalogue, std::vector<std::string> types,
             Callback callback, LoggerPtr log, std::string channel = "unidesk_events");
   ~EventTail();
+  /// Before Start: at least this long from one read to the next while events keep coming (fewer,
+  /// larger reads under load; SubscriptionOptions::min_step_interval). Default 0: every wake-up.
+  void SetMinReadInterval(std::chrono::milliseconds d) { min_read_interval_ = d; }
   /// Starts following from the events committing after this call (and possibly a few before).
   void Start();
   void Stop();
@@ -35,6 +39,7 @@ class EventTail {
   Callback callback_;
   LoggerPtr log_;
   std::string channel_;
+  std::chrono::milliseconds min_read_interval_{0};
   std::atomic<bool> stopping_{false};
   std::thread thread_;
 };

@@ -159,6 +159,7 @@ void Subscription::WaitForWakeup(std::chrono::milliseconds timeout) {
 
 void Subscription::Run() {
   auto backoff = options_.reconnect_min;
+  std::chrono::steady_clock::time_point last_step;
   bool lost = false;
   while (!stopping_) {
     try {
@@ -175,6 +176,13 @@ void Subscription::Run() {
       if (!TryOwn()) {
         WaitForWakeup(options_.poll_interval);  // standby: another process owns it
         continue;
+      }
+      if (options_.min_step_interval.count() > 0) {
+        auto since = std::chrono::steady_clock::now() - last_step;
+        if (since < options_.min_step_interval) {
+          std::this_thread::sleep_for(options_.min_step_interval - since);
+        }
+        last_step = std::chrono::steady_clock::now();
       }
       StepResult step = Step();
       backoff = options_.reconnect_min;

@@ -37,6 +37,10 @@ struct SubscriptionOptions {
   int batch_size = 1000;
   std::chrono::milliseconds poll_interval{1000};  // read even without a wake-up
   std::chrono::milliseconds held_back_retry{3};   // an older transaction holds delivery back
+  /// At least this long from one read to the next: under a steady stream of events a follower
+  /// off the critical path (a projector) then reads larger batches in fewer transactions,
+  /// instead of one read per wake-up. 0: read at every wake-up.
+  std::chrono::milliseconds min_step_interval{0};
   std::chrono::milliseconds reconnect_min{100};
   std::chrono::milliseconds reconnect_max{5000};
   bool listen = true;     // false: poll only

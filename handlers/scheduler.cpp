@@ -44,19 +44,13 @@ std::string IntArray(const std::vector<int>& v, char open = '{', char close = '}
   return s + close;
 }
 
-/// Names this copy in the events it appends (audit: which scheduler decided).
-const std::string& Source() {
-  static const std::string source = "server/scheduler/" + std::to_string(getpid());
-  return source;
-}
-
 /// One event on the task's stream, expecting the version the pass read: a task that moved on
 /// since then is refused (version conflict), never decided twice.
 core::AppendRequest Fenced(const QueuedTask& q, const std::string& type, std::string data) {
   core::NewEvent e;
   e.type = type;
   e.data_json = std::move(data);
-  e.metadata = {"handler:scheduler", q.task.id, "", Source()};
+  e.metadata = {"handler:scheduler", q.task.id, "", Scheduler::Source()};
   return {"task-" + q.task.id, core::ExpectedVersion::Exactly(q.version), {e}, std::nullopt};
 }
 
@@ -229,6 +223,11 @@ void Scheduler::Run() {
     }
   }
   Disconnect();
+}
+
+const std::string& Scheduler::Source() {
+  static const std::string source = "server/scheduler/" + std::to_string(getpid());
+  return source;
 }
 
 PassOutcome Scheduler::Totals() const {

@@ -83,6 +83,9 @@ class Scheduler {
   /// Reads the log into the queue, then one pass, in the caller's thread. Throws what libpqxx
   /// throws.
   PassOutcome PassOnce();
+  /// The `source` this copy's events carry ("server/scheduler/<pid>": audit, and the ingress
+  /// telling its own copy's assignments apart).
+  static const std::string& Source();
   /// What every pass of this copy did so far (thread-safe).
   PassOutcome Totals() const;
 

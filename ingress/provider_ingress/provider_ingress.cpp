@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "core/ids.h"
 #include "core/json.h"
@@ -12,6 +13,9 @@
 namespace unidesk::ingress {
 
 namespace {
+
+/// How long an assignment of this copy's own scheduler waits on the bus for its hand-over.
+constexpr std::chrono::seconds kHandOverGrace{1};
 
 std::string MakeIngressId() {
   char host[256] = {0};
@@ -49,7 +53,11 @@ ProviderIngress::ProviderIngress(IngressSettings settings, const std::string& co
       tail_(
           conninfo, catalogue,
           {"node.token_revoked", "node.connected", "task.assigned", "task.cancel_requested"},
-          [this](const core::RecordedEvent& e) { OnBusEvent(e); }, log) {}
+          [this](const core::RecordedEvent& e) { OnBusEvent(e); }, log) {
+  // What the tail brings (cancels, other copies' assignments, session takeovers) can wait a
+  // few milliseconds; this copy's own placements come in-process.
+  tail_.SetMinReadInterval(std::chrono::milliseconds(5));
+}
 
 ProviderIngress::~ProviderIngress() { Stop(); }
 
@@ -87,23 +95,21 @@ void ProviderIngress::OnBusEvent(const core::RecordedEvent& e) {
           core::protocol::Cancel{task, attempt, data.Str("reason").value_or("")}));
       return;
     }
-    if (!session->ClaimAssignment(task, attempt)) return;  // handed over in-process already
     if (auto spec = data.Raw("spec")) {
       // Recorded when assignments carried their spec.
+      if (!session->ClaimAssignment(task, attempt)) return;
       session->Send(AssignText(task, attempt, *spec, data.Raw("gpu_indices").value_or("[]")));
       return;
     }
-    // Assigned by another copy's scheduler (or before this copy started): the spec is the
-    // task's, read with the placement.
-    boost::asio::post(db_, [this, session, task, attempt, node = *node] {
-      auto frame = tasks_.AssignFrame(task, attempt, node);
-      if (!frame.ok()) {
-        // Not lost: the agent gets it with the catch-up after its next hello.
-        log_->warn("node {}: assignment of {} not sent: {}", node, task, frame.error().message);
-      } else if (frame.value()) {
-        session->Send(*frame.value());
-      }
-    });
+    if (!handover_source_.empty() && e.metadata.source == handover_source_) {
+      // This copy's scheduler hands it over in-process right after its commit.
+      auto timer = std::make_shared<boost::asio::steady_timer>(ioc_, kHandOverGrace);
+      timer->async_wait([this, timer, session, task, attempt, node = *node](auto ec) {
+        if (!ec) SendFromBus(session, task, attempt, node);
+      });
+      return;
+    }
+    SendFromBus(session, task, attempt, *node);
     return;
   }
   if (e.position.value < session->connected_position()) return;
@@ -113,6 +119,23 @@ void ProviderIngress::OnBusEvent(const core::RecordedEvent& e) {
     session->Close(core::protocol::CloseCode::kSuperseded,
                    "a newer session of this node took over");
   }
+}
+
+void ProviderIngress::SendFromBus(const std::shared_ptr<ProviderSession>& session,
+                                  const std::string& task, std::int64_t attempt,
+                                  const std::string& node) {
+  if (!session->ClaimAssignment(task, attempt)) return;  // handed over in-process already
+  // Assigned by another copy's scheduler (or before this copy started): the spec is the task's,
+  // read with the placement.
+  boost::asio::post(db_, [this, session, task, attempt, node] {
+    auto frame = tasks_.AssignFrame(task, attempt, node);
+    if (!frame.ok()) {
+      // Not lost: the agent gets it with the catch-up after its next hello.
+      log_->warn("node {}: assignment of {} not sent: {}", node, task, frame.error().message);
+    } else if (frame.value()) {
+      session->Send(*frame.value());
+    }
+  });
 }
 
 void ProviderIngress::DeliverAssignment(const std::string& task, std::int64_t attempt,

@@ -39,11 +39,22 @@ class ProviderIngress {
   /// session sends each (task, attempt) once.
   void DeliverAssignment(const std::string& task, std::int64_t attempt, const std::string& node,
                          const std::string& spec_json, const std::string& gpu_indices_json);
+  /// Before Start: the events' `source` of the scheduler that hands its placements over here.
+  /// Its assignments arriving by the bus first (the tail can read them before the scheduler's
+  /// thread gets a core back after its commit) wait a grace period for the hand-over instead
+  /// of costing a query for the spec; the bus sends them only if the hand-over did not.
+  void ExpectHandOverFrom(std::string scheduler_source) {
+    handover_source_ = std::move(scheduler_source);
+  }
 
  private:
   void OnBusEvent(const core::RecordedEvent& e);
+  /// Sends an assignment the bus brought unless the session sent it already, reading its spec.
+  void SendFromBus(const std::shared_ptr<ProviderSession>& session, const std::string& task,
+                   std::int64_t attempt, const std::string& node);
 
   std::string id_;
+  std::string handover_source_;
   core::LoggerPtr log_;
   boost::asio::io_context ioc_;
   boost::asio::thread_pool db_;

@@ -137,6 +137,10 @@ int main(int argc, char** argv) {
   if (roles.count("ingress")) {
     provider_ingress = std::make_unique<ingress::ProviderIngress>(
         options.value().ingress, conninfo, catalogue, store, core::MakeLogger("ingress"));
+    // This copy's scheduler hands its placements over in-process (below).
+    if (roles.count("scheduler")) {
+      provider_ingress->ExpectHandOverFrom(handlers::Scheduler::Source());
+    }
     try {
       provider_ingress->Start();
     } catch (const std::exception& e) {
@@ -153,7 +157,7 @@ int main(int argc, char** argv) {
   handlers::LivenessMonitor monitor(conninfo, options.value().liveness, store,
                                     core::MakeLogger("monitor"));
   if (roles.count("monitor")) monitor.Start();
-  if (provider_ingress) {
+  if (provider_ingress && roles.count("scheduler")) {
     // Placements reach nodes connected to this copy without waiting for the bus.
     scheduler.OnPlacementsCommitted(
         [ingress = provider_ingress.get()](const std::vector<handlers::CommittedPlacement>& ps) {

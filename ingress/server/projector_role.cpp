@@ -4,6 +4,10 @@
 
 namespace unidesk::ingress {
 
+namespace {
+constexpr std::chrono::milliseconds kProjectorStepInterval{10};
+}  // namespace
+
 ProjectorRole::ProjectorRole(const std::string& conninfo, const core::EventCatalogue& catalogue,
                              core::LoggerPtr log)
     : projectors_(projections::AllProjectors()) {
@@ -13,6 +17,9 @@ ProjectorRole::ProjectorRole(const std::string& conninfo, const core::EventCatal
     options.name = p->name();
     options.conninfo = conninfo;
     options.types = p->types();
+    // Read models may trail by a few milliseconds; the scheduler and dispatch do not wait
+    // for them, and fewer, larger batches leave the CPU to what they do wait for.
+    options.min_step_interval = kProjectorStepInterval;
     subscriptions_.push_back(
         std::make_unique<core::Subscription>(options, catalogue, *handlers_.back(), log));
   }

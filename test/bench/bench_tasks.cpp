@@ -10,7 +10,9 @@
 // Ceiling beside them, measured in the same run: raw Postgres, one-row INSERT + COMMIT from 8
 // connections (what one submission costs at least). Then prepare_cached_ms: the provider's
 // runtime (TaskRunner) on a real Docker engine (ops/dockerd), the second run of the same pins
-// (mirror and image cached). Usage: ops/bench tasks [NODES] [TASKS] [CLIENTS]
+// (mirror and image cached). Usage: ops/bench tasks [NODES] [TASKS] [CLIENTS] [RATE]
+// RATE (tasks/s, default 0: as fast as the API takes them) paces the submissions instead, to
+// see the latency at a load the machine carries rather than at saturation.
 
 #include <array>
 #include <atomic>
@@ -113,14 +115,19 @@ void SimNode(unsigned short port, std::string name, std::string token, Received&
 }
 
 /// Submits tasks [next, total) through POST /api/v1/tasks on one keep-alive connection.
+/// With `rate` > 0, task i is not sent before start + i / rate seconds.
 void Submitter(unsigned short port, int total, std::atomic<int>& next,
                std::map<std::string, Clock::time_point>& sent, std::mutex& mu,
-               std::atomic<int>& failed) {
+               std::atomic<int>& failed, Clock::time_point start, double rate) {
   net::io_context ioc;
   beast::tcp_stream stream(ioc);
   tcp::resolver resolver(ioc);
   stream.connect(resolver.resolve("127.0.0.1", std::to_string(port)));
   for (int i = next++; i < total; i = next++) {
+    if (rate > 0) {
+      std::this_thread::sleep_until(start + std::chrono::duration_cast<Clock::duration>(
+                                                std::chrono::duration<double>(i / rate)));
+    }
     std::string body = R"({"name":"bench-)" + std::to_string(i) +
                        R"(","code_repo_url":"https://g.example/a.git","code_commit_id":")" +
                        kCommit + R"(","env_repo_url":"https://g.example/e.git","env_commit_id":")" +
@@ -244,6 +251,7 @@ int main(int argc, char** argv) {
   int nodes = argc > 1 ? std::atoi(argv[1]) : 200;
   int tasks = argc > 2 ? std::atoi(argv[2]) : 2000;
   int clients = argc > 3 ? std::atoi(argv[3]) : 32;
+  double rate = argc > 4 ? std::atof(argv[4]) : 0;
   std::string dir = "/tmp/unidesk-bench-tasks-" + std::to_string(getpid());
   test::Shell("mkdir -p " + bench::ShellQuote(dir));
   std::string db = bench::FreshDatabase("bench_tasks");
@@ -320,7 +328,7 @@ int main(int argc, char** argv) {
   std::vector<std::thread> submitters;
   for (int i = 0; i < clients; ++i) {
     submitters.emplace_back(Submitter, api, tasks, std::ref(next), std::ref(sent),
-                            std::ref(sent_mu), std::ref(failed));
+                            std::ref(sent_mu), std::ref(failed), t0, rate);
   }
   for (auto& t : submitters) t.join();
   double submit_s = bench::Seconds(t0, Clock::now());
@@ -377,6 +385,7 @@ int main(int argc, char** argv) {
                    .Num("scheduled_per_s", scheduled_per_s)
                    .Num("prepare_cached_ms", prepare)
                    .Num("nodes", nodes)
+                   .Num("offered_per_s", rate)  // 0: as fast as the API takes them
                    .Num("ceiling_commits_per_s", ceiling)
                    .Done()
             << std::endl;

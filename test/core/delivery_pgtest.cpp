@@ -251,6 +251,35 @@ TEST_CASE("with NOTIFY switched off, the poll still delivers") {
   sub.Stop();
 }
 
+TEST_CASE("a paced subscription reads a steady stream in few batches and misses nothing") {
+  Bus bus;
+  struct Counting : test::RecordingHandler {
+    using RecordingHandler::RecordingHandler;
+    std::atomic<int> batches{0};
+    void Handle(pqxx::work& tx, const std::vector<core::RecordedEvent>& batch) override {
+      ++batches;
+      RecordingHandler::Handle(tx, batch);
+    }
+  } h("paced");
+  auto options = bus.Options("paced");
+  options.min_step_interval = 100ms;
+  core::Subscription sub(options, bus.catalogue, h, core::NullLogger());
+  sub.Start();
+  std::this_thread::sleep_for(100ms);
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 60; ++i) {  // a wake-up every 5 ms or so
+    bus.Append("test-paced", i);
+    std::this_thread::sleep_for(5ms);
+  }
+  REQUIRE(test::WaitUntil([&] { return bus.Seen("paced") == 60; }, 10s));
+  auto elapsed = std::chrono::steady_clock::now() - t0;
+  sub.Stop();
+  // At most one read per 100 ms (plus the first), however many wake-ups came.
+  CHECK(h.batches.load() <= elapsed / 100ms + 2);
+  CHECK(bus.db.Scalar("SELECT count(*) FROM (SELECT stream_version, row_number() OVER (ORDER BY "
+                      "seq) - 1 AS k FROM seen) s WHERE stream_version = k") == 60);
+}
+
 TEST_CASE("a subscription of chosen types gets only those, in order, and its checkpoint moves on") {
   Bus bus;
   auto versioned = [&](const std::string& stream) {
