@@ -42,8 +42,10 @@ struct FollowBatch {
 };
 
 /// Like ReadAfterCursor, but only the events of streams whose id starts with `stream_prefix`,
-/// for an in-memory follower that cares about one kind of stream. Call it in a repeatable-read
-/// transaction: the horizon and the rows must come from one snapshot.
+/// for an in-memory follower that cares about one kind of stream. Two statements: the horizon,
+/// then the rows below it. They need no common snapshot, so no transaction around them (a
+/// pqxx::nontransaction saves a follower three round trips): every transaction below the
+/// horizon had ended before the first statement, so the second sees all of its events.
 FollowBatch ReadStreamsAfterCursor(pqxx::transaction_base& tx, const EventCatalogue& catalogue,
                                    LogCursor after, const std::string& stream_prefix, int limit);
 

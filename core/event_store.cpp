@@ -154,15 +154,8 @@ AppendResult EventStore::AppendInTransaction(pqxx::work& tx, AppendRequest reque
                                   [](const NewEvent& e) { return !e.event_id.empty(); });
   if (auto err = ValidateAppend(catalogue_, request)) return *err;
   try {
-    // An xid taken before the stream lock could order this event before an earlier version of
-    // the same stream (docs/architecture.md, "Ordering"), so the append must come first.
-    if (!tx.exec("SELECT pg_current_xact_id_if_assigned() IS NULL")[0][0].as<bool>()) {
-      return TypedError<AppendError>{
-          AppendError::kTransactionAlreadyWrote,
-          "append must be the first write of its transaction (its xid orders delivery)"};
-    }
     detail::GroupItem item{&request, detail::RequestHash(request), ids_supplied};
-    return detail::ExecuteGroup(tx, catalogue_, {item})[0];
+    return detail::ExecuteGroup(tx, catalogue_, {item}, /*check_first_write=*/true)[0];
   } catch (const std::exception& e) {
     if (IsConnectionLost(e)) {
       return TypedError<AppendError>{AppendError::kUnavailable,
@@ -190,15 +183,7 @@ std::vector<AppendResult> EventStore::AppendAllInTransaction(pqxx::work& tx,
   }
   if (items.empty()) return out;
   try {
-    if (!tx.exec("SELECT pg_current_xact_id_if_assigned() IS NULL")[0][0].as<bool>()) {
-      for (std::size_t i : where) {
-        out[i] = TypedError<AppendError>{
-            AppendError::kTransactionAlreadyWrote,
-            "append must be the first write of its transaction (its xid orders delivery)"};
-      }
-      return out;
-    }
-    auto results = detail::ExecuteGroup(tx, catalogue_, items);
+    auto results = detail::ExecuteGroup(tx, catalogue_, items, /*check_first_write=*/true);
     for (std::size_t k = 0; k < results.size(); ++k) out[where[k]] = std::move(results[k]);
     return out;
   } catch (const std::exception& e) {

@@ -60,12 +60,10 @@ void EventTail::Run() {
         auto since = std::chrono::steady_clock::now() - last_read;
         if (since < min_read_interval_) std::this_thread::sleep_for(min_read_interval_ - since);
         last_read = std::chrono::steady_clock::now();
-        // Only the chosen types leave Postgres; the horizon and the rows from one snapshot.
+        // Only the chosen types leave Postgres; no transaction around the read (event_reader.h).
         FollowBatch batch;
         {
-          pqxx::transaction<pqxx::isolation_level::repeatable_read,
-                            pqxx::readwrite_policy::read_only>
-              tx(*conn);
+          pqxx::nontransaction tx(*conn);
           batch = ReadTypesAfterCursor(tx, catalogue_, *cursor, types_, 500);
         }
         for (const auto& e : batch.events) callback_(e);

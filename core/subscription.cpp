@@ -88,22 +88,25 @@ bool Subscription::TryOwn() {
 StepResult Subscription::Step() {
   StepResult result;
   if (read_from_ < checkpoint_.cursor) read_from_ = checkpoint_.cursor;
-  pqxx::work tx(*work_);
   std::vector<RecordedEvent> events;
   LogCursor next = read_from_;
-  if (options_.types.empty()) {
-    SafeBatch batch = ReadAfterCursor(tx, catalogue_, read_from_, options_.batch_size);
-    result.held_back = batch.held_back;
-    events = std::move(batch.events);
-    if (!events.empty()) next = events.back().cursor();
-  } else {
-    // The horizon and the rows are read by two statements: fine here, as every transaction
-    // below the horizon had ended before the first, so the second sees all of its events.
-    FollowBatch batch =
-        ReadTypesAfterCursor(tx, catalogue_, read_from_, options_.types, options_.batch_size);
-    result.held_back = batch.held_back;
-    events = std::move(batch.events);
-    next = batch.next;
+  {
+    // No transaction around the read (event_reader.h says why that is safe): a wake-up that
+    // finds nothing costs its statements alone. The checkpoint's compare-and-set below still
+    // refuses a stale owner.
+    pqxx::nontransaction read(*work_);
+    if (options_.types.empty()) {
+      SafeBatch batch = ReadAfterCursor(read, catalogue_, read_from_, options_.batch_size);
+      result.held_back = batch.held_back;
+      events = std::move(batch.events);
+      if (!events.empty()) next = events.back().cursor();
+    } else {
+      FollowBatch batch =
+          ReadTypesAfterCursor(read, catalogue_, read_from_, options_.types, options_.batch_size);
+      result.held_back = batch.held_back;
+      events = std::move(batch.events);
+      next = batch.next;
+    }
   }
   const auto now = std::chrono::steady_clock::now();
   if (events.empty()) {
@@ -112,9 +115,9 @@ StepResult Subscription::Step() {
     if (!(checkpoint_.cursor < next) || now - last_advance_ < std::chrono::seconds(1)) {
       return result;
     }
-  } else {
-    handler_.Handle(tx, events);
   }
+  pqxx::work tx(*work_);
+  if (!events.empty()) handler_.Handle(tx, events);
   auto n = static_cast<std::int64_t>(events.size());
   auto moved = AdvanceCheckpoint(tx, options_.name, checkpoint_.cursor, next, n);
   if (!moved.ok()) {

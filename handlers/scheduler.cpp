@@ -276,7 +276,7 @@ void Scheduler::Follow() {
   if (!seeded_) Seed();
   constexpr int kBatch = 2000;
   for (;;) {
-    RepeatableRead tx(*conn_);
+    pqxx::nontransaction tx(*conn_);  // no transaction needed (event_reader.h)
     core::FollowBatch batch =
         core::ReadStreamsAfterCursor(tx, store_.catalogue(), cursor_, "task-", kBatch);
     for (const auto& e : batch.events) queue_.Apply(e);
@@ -289,7 +289,7 @@ void Scheduler::Follow() {
   if (unloaded.empty()) return;
   std::vector<std::string> streams;
   for (const auto& id : unloaded) streams.push_back("task-" + id);
-  pqxx::read_transaction tx(*conn_);
+  pqxx::nontransaction tx(*conn_);
   for (const auto& r :
        tx.exec_params("SELECT substr(stream_id, 6), data->'spec', position, "
                       "  (extract(epoch FROM recorded_at) * 1000)::bigint "
@@ -316,8 +316,25 @@ PassOutcome Scheduler::Pass() {
   std::vector<const QueuedTask*> head = queue_.Head(settings_.max_tasks_per_pass);
   if (head.empty()) return out;
   pqxx::work tx(*conn_);
-  // Passes take turns; the lock is released at commit, after this pass's rows are visible.
-  tx.exec_params("SELECT pg_advisory_xact_lock($1)", core::LockKey("scheduler", "pass"));
+  // Passes take turns; the lock is released at commit, after this pass's rows are visible. The
+  // fleet and the capacity in use are read in the same round trip (a pipeline): each statement
+  // still takes its snapshot when it starts, after the lock is held, so it sees what the
+  // previous pass committed.
+  pqxx::pipeline reads(tx);
+  reads.retain(3);
+  auto lock = reads.insert("SELECT pg_advisory_xact_lock(" +
+                           std::to_string(core::LockKey("scheduler", "pass")) + ")");
+  auto fleet = reads.insert(
+      "SELECT name, status, coalesce(labels::text, '{}'), coalesce(resources::text, '{}'), "
+      "coalesce(health->>'docker_ok', 'false') FROM nodes");
+  // One scan: the GPU indices in use come as "0,1,,3" (ParseIntArray skips the gaps).
+  auto used = reads.insert(
+      "SELECT node, sum(cpu_millis), sum(memory_bytes), "
+      "string_agg(array_to_string(gpu_indices, ','), ',') FROM scheduler_placements GROUP BY node");
+  reads.complete();
+  reads.retrieve(lock);  // in order: an error surfaces as itself
+  pqxx::result fleet_rows = reads.retrieve(fleet);
+  pqxx::result used_rows = reads.retrieve(used);
 
   // Queued tasks whose cancel was requested end here; the rest are scheduled.
   std::vector<core::AppendRequest> requests;
@@ -350,9 +367,7 @@ PassOutcome Scheduler::Pass() {
   if (!to_place.empty()) {
     std::vector<SchedNode> nodes;
     std::map<std::string, std::size_t> node_at;
-    for (const auto& r :
-         tx.exec("SELECT name, status, coalesce(labels::text, '{}'), coalesce(resources::text, "
-                 "'{}'), coalesce(health->>'docker_ok', 'false') FROM nodes")) {
+    for (const auto& r : fleet_rows) {
       SchedNode n;
       n.name = r[0].c_str();
       n.status = r[1].c_str();
@@ -367,10 +382,7 @@ PassOutcome Scheduler::Pass() {
       node_at[n.name] = nodes.size();
       nodes.push_back(std::move(n));
     }
-    // One scan: the GPU indices in use come as "0,1,,3" (ParseIntArray skips the gaps).
-    for (const auto& r : tx.exec("SELECT node, sum(cpu_millis), sum(memory_bytes), "
-                                 "  string_agg(array_to_string(gpu_indices, ','), ',') "
-                                 "FROM scheduler_placements GROUP BY node")) {
+    for (const auto& r : used_rows) {
       auto it = node_at.find(r[0].c_str());
       if (it == node_at.end()) continue;
       SchedNode& n = nodes[it->second];

@@ -126,7 +126,7 @@ std::vector<AppendResult> AppendBatcher::RunGroup(std::unique_ptr<pqxx::connecti
   std::vector<AppendResult> results;
   try {
     pqxx::work tx(*conn);
-    results = ExecuteGroup(tx, catalogue_, items);
+    results = ExecuteGroup(tx, catalogue_, items, /*check_first_write=*/false);
     try {
       tx.commit();
     } catch (const std::exception& e) {

@@ -22,72 +22,104 @@ std::string MetadataJson(const EventMetadata& m, const std::optional<std::string
   return o.Done();
 }
 
-void TakeLocks(pqxx::work& tx, const std::vector<GroupItem>& items) {
-  std::set<std::int64_t> keys;
-  for (const auto& it : items) {
-    keys.insert(LockKey("stream", it.request->stream_id));
-    if (it.request->idempotency_key) keys.insert(LockKey("idem", *it.request->idempotency_key));
-  }
-  // In key order, so two groups never deadlock.
-  LockAllInOrder(tx, keys);
-}
-
-GroupState ReadState(pqxx::work& tx, const std::vector<GroupItem>& items) {
+/// The group's reads, sent after its locks in one round trip (a pipeline: the statements still
+/// run one after another, and each takes its own snapshot, so the reads see every append that
+/// held a lock before this group got it).
+struct GroupReads {
+  bool first_write = true;  // checked only when asked
   GroupState state;
+};
+
+GroupReads LockAndRead(pqxx::work& tx, const std::vector<GroupItem>& items,
+                       bool check_first_write) {
+  std::set<std::int64_t> lock_keys;
   std::set<std::string> streams, keys, ids;
   for (const auto& it : items) {
+    lock_keys.insert(LockKey("stream", it.request->stream_id));
     streams.insert(it.request->stream_id);
-    if (it.request->idempotency_key) keys.insert(*it.request->idempotency_key);
+    if (it.request->idempotency_key) {
+      lock_keys.insert(LockKey("idem", *it.request->idempotency_key));
+      keys.insert(*it.request->idempotency_key);
+    }
     if (it.ids_supplied) {
       for (const auto& e : it.request->events) ids.insert(e.event_id);
     }
   }
+  // The pipeline sends plain SQL, so the arrays go in as quoted literals.
+  auto array = [&tx](const std::set<std::string>& values) {
+    return tx.quote(PgArrayLiteral({values.begin(), values.end()}));
+  };
+  std::vector<std::string> lock_text;
+  for (auto k : lock_keys) lock_text.push_back(std::to_string(k));
+  pqxx::pipeline p(tx);
+  p.retain(5);  // all of them in one batch
+  pqxx::pipeline::query_id first_write = 0, locks = 0, versions = 0, key_rows = 0, id_rows = 0;
+  // An xid taken before the stream locks could order this group's events before an earlier
+  // version of the same stream (docs/architecture.md, "Ordering"): nothing may have written yet.
+  if (check_first_write) first_write = p.insert("SELECT pg_current_xact_id_if_assigned() IS NULL");
+  // In key order, so two groups never deadlock; OFFSET 0 keeps the sort from being flattened.
+  locks = p.insert("SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT k FROM unnest(" +
+                   tx.quote(PgArrayLiteral(lock_text)) + "::bigint[]) k ORDER BY k OFFSET 0) s");
   // One max() per stream walks the (stream_id, stream_version) index backwards: O(1) each.
-  auto versions =
-      ExecPrepared(tx, "append_versions",
-                   "SELECT s, (SELECT max(stream_version) FROM events WHERE stream_id = s) "
-                   "FROM unnest($1::text[]) s",
-                   PgArrayLiteral({streams.begin(), streams.end()}));
-  for (const auto& r : versions) {
-    if (!r[1].is_null()) state.stream_versions[r[0].c_str()] = r[1].as<std::int64_t>();
+  versions = p.insert(
+      "SELECT s, (SELECT max(stream_version) FROM events WHERE stream_id = s) "
+      "FROM unnest(" +
+      array(streams) + "::text[]) s");
+  if (!keys.empty()) {
+    key_rows = p.insert(
+        "SELECT key, request_hash, stream_id, first_position, last_position, last_version "
+        "FROM idempotency_keys WHERE key = ANY(" +
+        array(keys) + "::text[])");
+  }
+  if (!ids.empty()) {
+    id_rows = p.insert(
+        "SELECT event_id::text, stream_id, position, stream_version, type FROM events "
+        "WHERE event_id = ANY(" +
+        array(ids) + "::uuid[])");
+  }
+  p.complete();
+  // In order: an error (a lost connection, say) surfaces as itself at its own statement.
+  GroupReads out;
+  if (check_first_write) out.first_write = p.retrieve(first_write)[0][0].as<bool>();
+  p.retrieve(locks);
+  for (const auto& r : p.retrieve(versions)) {
+    if (!r[1].is_null()) out.state.stream_versions[r[0].c_str()] = r[1].as<std::int64_t>();
   }
   if (!keys.empty()) {
-    auto rows = ExecPrepared(
-        tx, "append_keys",
-        "SELECT key, request_hash, stream_id, first_position, last_position, last_version "
-        "FROM idempotency_keys WHERE key = ANY($1::text[])",
-        PgArrayLiteral({keys.begin(), keys.end()}));
-    for (const auto& r : rows) {
-      state.keys[r[0].c_str()] = {r[1].c_str(), r[2].c_str(), r[3].as<std::int64_t>(),
-                                  r[4].as<std::int64_t>(), r[5].as<std::int64_t>()};
+    for (const auto& r : p.retrieve(key_rows)) {
+      out.state.keys[r[0].c_str()] = {r[1].c_str(), r[2].c_str(), r[3].as<std::int64_t>(),
+                                      r[4].as<std::int64_t>(), r[5].as<std::int64_t>()};
     }
   }
   if (!ids.empty()) {
-    auto rows =
-        ExecPrepared(tx, "append_ids",
-                     "SELECT event_id::text, stream_id, position, stream_version, type FROM events "
-                     "WHERE event_id = ANY($1::uuid[])",
-                     PgArrayLiteral({ids.begin(), ids.end()}));
-    for (const auto& r : rows) {
-      state.events_by_id[r[0].c_str()] = {r[1].c_str(), r[2].as<std::int64_t>(),
-                                          r[3].as<std::int64_t>(), r[4].c_str()};
+    for (const auto& r : p.retrieve(id_rows)) {
+      out.state.events_by_id[r[0].c_str()] = {r[1].c_str(), r[2].as<std::int64_t>(),
+                                              r[3].as<std::int64_t>(), r[4].c_str()};
     }
   }
-  return state;
+  return out;
 }
 
 }  // namespace
 
 std::vector<AppendResult> ExecuteGroup(pqxx::work& tx, const EventCatalogue& catalogue,
-                                       const std::vector<GroupItem>& items) {
-  TakeLocks(tx, items);
+                                       const std::vector<GroupItem>& items,
+                                       bool check_first_write) {
+  GroupReads reads = LockAndRead(tx, items, check_first_write);
+  if (!reads.first_write) {
+    return std::vector<AppendResult>(
+        items.size(),
+        TypedError<AppendError>{
+            AppendError::kTransactionAlreadyWrote,
+            "append must be the first write of its transaction (its xid orders delivery)"});
+  }
   std::vector<const AppendRequest*> requests;
   std::vector<std::string> hashes;
   for (const auto& it : items) {
     requests.push_back(it.request);
     hashes.push_back(it.hash);
   }
-  std::vector<PlanStep> plan = PlanGroup(requests, hashes, ReadState(tx, items));
+  std::vector<PlanStep> plan = PlanGroup(requests, hashes, std::move(reads.state));
 
   std::vector<std::string> c_stream, c_version, c_id, c_type, c_schema, c_data, c_meta;
   for (std::size_t i = 0; i < items.size(); ++i) {

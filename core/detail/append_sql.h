@@ -17,9 +17,11 @@ struct GroupItem {
 };
 
 /// Takes the sorted advisory locks of every stream and key first (so the transaction's xid is
-/// assigned only after them), reads versions, keys and supplied ids, plans, and inserts.
-/// Returns one result per item; throws only what libpqxx throws (the caller maps it).
+/// assigned only after them) and reads versions, keys and supplied ids, all in one round trip;
+/// plans; inserts the events and the keys in one statement. With `check_first_write`, every item
+/// is refused (kTransactionAlreadyWrote) when `tx` has written before. Returns one result per
+/// item; throws only what libpqxx throws (the caller maps it).
 std::vector<AppendResult> ExecuteGroup(pqxx::work& tx, const EventCatalogue& catalogue,
-                                       const std::vector<GroupItem>& items);
+                                       const std::vector<GroupItem>& items, bool check_first_write);
 
 }  // namespace unidesk::core::detail

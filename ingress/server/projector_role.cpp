@@ -5,7 +5,7 @@
 namespace unidesk::ingress {
 
 namespace {
-constexpr std::chrono::milliseconds kProjectorStepInterval{10};
+constexpr std::chrono::milliseconds kProjectorStepInterval{50};
 }  // namespace
 
 ProjectorRole::ProjectorRole(const std::string& conninfo, const core::EventCatalogue& catalogue,
@@ -17,8 +17,8 @@ ProjectorRole::ProjectorRole(const std::string& conninfo, const core::EventCatal
     options.name = p->name();
     options.conninfo = conninfo;
     options.types = p->types();
-    // Read models may trail by a few milliseconds; the scheduler and dispatch do not wait
-    // for them, and fewer, larger batches leave the CPU to what they do wait for.
+    // Read models may trail by up to 50 ms (people read them); the scheduler and dispatch do not
+    // wait for them, and fewer, larger batches leave the CPU to what they do wait for.
     options.min_step_interval = kProjectorStepInterval;
     subscriptions_.push_back(
         std::make_unique<core::Subscription>(options, catalogue, *handlers_.back(), log));

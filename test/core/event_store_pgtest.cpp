@@ -193,6 +193,56 @@ TEST_CASE("20 parallel appends at the same expected version: exactly one succeed
   CHECK(f.Events() == 2);
 }
 
+TEST_CASE("appends racing on one stream all land: each group reads after its locks") {
+  // A group sends its locks and its reads in one round trip. Were the reads' snapshot taken
+  // before the lock was granted, the group queued behind another would read the old version and
+  // fail on the (stream_id, stream_version) key.
+  // Half append inside their own transactions: a group of one with no retry, so a stale read
+  // would surface as an error here instead of being retried alone.
+  Fixture f;
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  std::vector<std::string> failures;
+  std::mutex mu;
+  for (int i = 0; i < 40; ++i) {
+    threads.emplace_back([&, i] {
+      core::AppendRequest request{
+          "test-race-any", ExpectedVersion::Any(), {Ev(), Ev()}, "race-" + std::to_string(i)};
+      std::string failure;
+      try {
+        if (i % 2) {
+          auto conn = f.db.Connect();
+          pqxx::work tx(*conn);
+          auto r = f.store.AppendInTransaction(tx, std::move(request));
+          tx.commit();
+          if (!r.ok()) failure = r.error().message;
+        } else {
+          auto r = f.store.Append(std::move(request));
+          if (!r.ok()) failure = r.error().message;
+        }
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+      if (failure.empty()) {
+        ++ok;
+      } else {
+        std::lock_guard<std::mutex> g(mu);
+        failures.push_back(failure);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(failures.empty());
+  if (!failures.empty()) MESSAGE("first failure: " << failures.front());
+  CHECK(ok == 40);
+  CHECK(f.db.Scalar("SELECT max(stream_version) FROM events WHERE stream_id = 'test-race-any'") ==
+        79);
+  // Each key records its own request's two events.
+  CHECK(f.db.Scalar("SELECT count(*) FROM idempotency_keys k WHERE last_position = "
+                    "first_position + 1 AND last_version = (SELECT stream_version FROM events "
+                    "WHERE position = k.last_position)") == 40);
+}
+
 TEST_CASE("asynchronous appends from one thread share a group and each gets its own result") {
   Fixture f;
   // Held so the groups wait: everything queued meanwhile must ride in the next group(s).
