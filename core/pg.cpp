@@ -43,14 +43,28 @@ std::string PgArrayLiteral(const std::vector<std::string>& values) {
   return out;
 }
 
-void LockAllInOrder(pqxx::transaction_base& tx, const std::set<std::int64_t>& keys) {
+namespace {
+
+// OFFSET 0 keeps the sorted subquery from being flattened: the locks are taken in key order.
+constexpr const char* kLockAllInOrder =
+    "SELECT count(pg_advisory_xact_lock(k)) FROM "
+    "(SELECT k FROM unnest($1::bigint[]) k ORDER BY k OFFSET 0) s";
+
+std::string KeysArray(const std::set<std::int64_t>& keys) {
   std::vector<std::string> text;
   for (auto k : keys) text.push_back(std::to_string(k));
-  // OFFSET 0 keeps the sorted subquery from being flattened: the locks are taken in key order.
-  ExecPrepared(tx, "lock_all_in_order",
-               "SELECT count(pg_advisory_xact_lock(k)) FROM "
-               "(SELECT k FROM unnest($1::bigint[]) k ORDER BY k OFFSET 0) s",
-               PgArrayLiteral(text));
+  return PgArrayLiteral(text);
+}
+
+}  // namespace
+
+void LockAllInOrder(pqxx::transaction_base& tx, const std::set<std::int64_t>& keys) {
+  ExecPrepared(tx, "lock_all_in_order", kLockAllInOrder, KeysArray(keys));
+}
+
+std::string LockAllInOrderSql(pqxx::transaction_base& tx, const std::set<std::int64_t>& keys) {
+  std::string sql = kLockAllInOrder;
+  return sql.replace(sql.find("$1"), 2, tx.quote(KeysArray(keys)));
 }
 
 }  // namespace unidesk::core

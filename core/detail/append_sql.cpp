@@ -49,17 +49,14 @@ GroupReads LockAndRead(pqxx::work& tx, const std::vector<GroupItem>& items,
   auto array = [&tx](const std::set<std::string>& values) {
     return tx.quote(PgArrayLiteral({values.begin(), values.end()}));
   };
-  std::vector<std::string> lock_text;
-  for (auto k : lock_keys) lock_text.push_back(std::to_string(k));
   pqxx::pipeline p(tx);
   p.retain(5);  // all of them in one batch
   pqxx::pipeline::query_id first_write = 0, locks = 0, versions = 0, key_rows = 0, id_rows = 0;
   // An xid taken before the stream locks could order this group's events before an earlier
   // version of the same stream (docs/architecture.md, "Ordering"): nothing may have written yet.
   if (check_first_write) first_write = p.insert("SELECT pg_current_xact_id_if_assigned() IS NULL");
-  // In key order, so two groups never deadlock; OFFSET 0 keeps the sort from being flattened.
-  locks = p.insert("SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT k FROM unnest(" +
-                   tx.quote(PgArrayLiteral(lock_text)) + "::bigint[]) k ORDER BY k OFFSET 0) s");
+  // In key order, so two groups never deadlock.
+  locks = p.insert(LockAllInOrderSql(tx, lock_keys));
   // One max() per stream walks the (stream_id, stream_version) index backwards: O(1) each.
   versions = p.insert(
       "SELECT s, (SELECT max(stream_version) FROM events WHERE stream_id = s) "
