@@ -1,6 +1,7 @@
 #pragma once
 // Helpers of the end-to-end tests: run the real binaries, read their logs, fingerprint tables.
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -10,6 +11,7 @@
 #include <memory>
 #include <pqxx/pqxx>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -24,11 +26,23 @@ inline std::string ServerBinary() { return BuildDir() + "/ingress/unidesk-server
 /// `s` quoted for /bin/sh.
 inline std::string Quote(const std::string& s) { return ShellQuote(s); }
 
-/// A fresh file name under /tmp for this process (not created).
+/// A fresh file name under /tmp for this process (not created). The name carries the pid, so
+/// whatever already has it was left by a dead process that had the same pid (a failing or
+/// killed run keeps its files): it is removed, or a test would build on a stranger's leftovers
+/// (a repository whose commit already exists has nothing to commit).
 inline std::string TempPath(const std::string& what) {
   static std::atomic<int> counter{0};
-  return "/tmp/unidesk-e2e-" + std::to_string(getpid()) + "-" + std::to_string(counter++) + "-" +
-         what;
+  std::string path =
+      "/tmp/unidesk-e2e-" + std::to_string(getpid()) + "-" + std::to_string(counter++) + "-" + what;
+  struct stat st {};
+  if (lstat(path.c_str(), &st) == 0) {
+    // --one-file-system: never into a mount a stray process may still hold.
+    if (Shell("rm -rf --one-file-system " + ShellQuote(path)) != 0 ||
+        lstat(path.c_str(), &st) == 0) {
+      throw std::runtime_error("cannot remove the stale " + path);
+    }
+  }
+  return path;
 }
 
 /// The whole file, or "" when it does not exist.
