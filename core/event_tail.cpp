@@ -6,6 +6,7 @@
 
 #include "core/event_reader.h"
 #include "core/pg.h"
+#include "core/thread_name.h"
 
 namespace unidesk::core {
 
@@ -33,7 +34,10 @@ EventTail::~EventTail() { Stop(); }
 
 void EventTail::Start() {
   stopping_ = false;
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    NameThisThread("ud-tail");
+    Run();
+  });
 }
 
 void EventTail::Stop() {

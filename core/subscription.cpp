@@ -3,6 +3,7 @@
 #include "core/event_reader.h"
 #include "core/ids.h"
 #include "core/pg.h"
+#include "core/thread_name.h"
 
 namespace unidesk::core {
 
@@ -30,7 +31,10 @@ Subscription::~Subscription() {
 
 void Subscription::Start() {
   stopping_ = false;
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    NameThisThread("ud-" + options_.name);
+    Run();
+  });
 }
 
 void Subscription::Stop() {

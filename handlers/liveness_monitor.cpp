@@ -3,6 +3,7 @@
 #include "core/ids.h"
 #include "core/json.h"
 #include "core/pg.h"
+#include "core/thread_name.h"
 
 namespace unidesk::handlers {
 
@@ -14,7 +15,10 @@ LivenessMonitor::~LivenessMonitor() { Stop(); }
 
 void LivenessMonitor::Start() {
   stopping_ = false;
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    core::NameThisThread("ud-liveness");
+    Run();
+  });
 }
 
 void LivenessMonitor::Stop() {

@@ -13,6 +13,7 @@
 #include "core/json.h"
 #include "core/pg.h"
 #include "core/protocol.h"
+#include "core/thread_name.h"
 #include "handlers/lost_attempts.h"
 #include "handlers/scheduling_rules.h"
 
@@ -156,7 +157,10 @@ void Scheduler::AwaitWake(long wait_us) {
 }
 
 void Scheduler::Start() {
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    core::NameThisThread("ud-scheduler");
+    Run();
+  });
 }
 
 void Scheduler::Stop() {

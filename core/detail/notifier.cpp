@@ -1,6 +1,7 @@
 #include "core/detail/notifier.h"
 
 #include "core/pg.h"
+#include "core/thread_name.h"
 
 namespace unidesk::core::detail {
 
@@ -10,7 +11,10 @@ Notifier::Notifier(std::string conninfo, std::string channel,
       channel_(std::move(channel)),
       min_interval_(min_interval),
       log_(std::move(log)),
-      thread_([this] { Run(); }) {}
+      thread_([this] {
+        NameThisThread("ud-notify");
+        Run();
+      }) {}
 
 Notifier::~Notifier() { Stop(); }
 

@@ -7,6 +7,7 @@
 #include <boost/beast/http.hpp>
 
 #include "core/json.h"
+#include "core/thread_name.h"
 
 namespace unidesk::ingress::api {
 
@@ -189,12 +190,16 @@ ApiServer::ApiServer(ApiSettings settings, ApiDeps deps, core::LoggerPtr log)
 ApiServer::~ApiServer() { Stop(); }
 
 void ApiServer::Start() {
+  core::NamePoolThreads(workers_, settings_.workers, "ud-api-work");
   listener_ = std::make_shared<Listener>(ioc_, *this);
   listener_->Open(settings_.address, settings_.port);
   port_ = listener_->port();
   listener_->Accept();
   work_.emplace(ioc_.get_executor());
-  io_thread_ = std::thread([this] { ioc_.run(); });
+  io_thread_ = std::thread([this] {
+    core::NameThisThread("ud-api");
+    ioc_.run();
+  });
   log_->info("core API listening on http://{}:{}/api/v1", settings_.address, port_);
 }
 

@@ -1,5 +1,6 @@
 #include "ingress/provider_ingress/heartbeat_batcher.h"
 
+#include "core/thread_name.h"
 #include "ingress/provider_ingress/provider_session.h"
 
 namespace unidesk::ingress {
@@ -12,7 +13,10 @@ HeartbeatBatcher::~HeartbeatBatcher() { Stop(); }
 
 void HeartbeatBatcher::Start() {
   stopping_ = false;
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    core::NameThisThread("ud-heartbeats");
+    Run();
+  });
 }
 
 void HeartbeatBatcher::Stop() {

@@ -7,6 +7,7 @@
 
 #include "core/ids.h"
 #include "core/json.h"
+#include "core/thread_name.h"
 #include "ingress/provider_ingress/http_front.h"
 #include "ingress/provider_ingress/provider_session.h"
 
@@ -62,12 +63,16 @@ ProviderIngress::ProviderIngress(IngressSettings settings, const std::string& co
 ProviderIngress::~ProviderIngress() { Stop(); }
 
 void ProviderIngress::Start() {
+  core::NamePoolThreads(db_, ctx_.settings.db_threads, "ud-ingress-db");
   listener_ = std::make_shared<Listener>(ioc_, ctx_);
   listener_->Open(ctx_.settings.address, ctx_.settings.port);
   listener_->Run();
   work_.emplace(ioc_.get_executor());
   for (int i = 0; i < ctx_.settings.io_threads; ++i) {
-    io_threads_.emplace_back([this] { ioc_.run(); });
+    io_threads_.emplace_back([this] {
+      core::NameThisThread("ud-ingress");
+      ioc_.run();
+    });
   }
   heartbeats_.Start();
   reports_.Start();

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "core/thread_name.h"
+
 namespace unidesk::ingress {
 
 TaskReportQueue::TaskReportQueue(TaskDispatch& tasks, int workers, std::size_t max_group)
@@ -12,7 +14,11 @@ TaskReportQueue::TaskReportQueue(TaskDispatch& tasks, int workers, std::size_t m
 TaskReportQueue::~TaskReportQueue() { Stop(); }
 
 void TaskReportQueue::Start() {
-  for (int i = 0; i < workers_; ++i) threads_.emplace_back([this] { Run(); });
+  for (int i = 0; i < workers_; ++i)
+    threads_.emplace_back([this] {
+      core::NameThisThread("ud-reports");
+      Run();
+    });
 }
 
 void TaskReportQueue::Stop() {

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <pqxx/pqxx>
 #include <set>
@@ -237,5 +238,27 @@ TEST_CASE("Postgres down: the API answers 503 with Retry-After, /readyz says so,
       std::chrono::seconds(30), std::chrono::milliseconds(500)));
   CHECK(CountEvents(db.conninfo(), "type = 'task.submitted'") == 2);
   CHECK(Call(api.api_port, "GET", "/readyz").status == 200);
+  StopChild(*api.server.process, SIGTERM);
+}
+
+TEST_CASE("the server's threads carry names an operator can read in top -H") {
+  TestDatabase db;
+  ApiServer api = StartApi(db.conninfo());
+  REQUIRE(api.api_port > 0);
+  std::string task_dir = "/proc/" + std::to_string(api.server.process->pid()) + "/task";
+  std::multiset<std::string> names;
+  for (const auto& t : std::filesystem::directory_iterator(task_dir)) {
+    std::string comm = ReadFile(t.path().string() + "/comm");
+    if (!comm.empty() && comm.back() == '\n') comm.pop_back();
+    names.insert(comm);
+  }
+  for (const char* n : {"ud-api", "ud-ingress", "ud-scheduler", "ud-tasks", "ud-nodes", "ud-audit",
+                        "ud-notify", "ud-tail", "ud-liveness", "ud-heartbeats"}) {
+    CHECK_MESSAGE(names.count(n) == 1, n);
+  }
+  CHECK(names.count("ud-api-work") == 8);    // ApiSettings::workers
+  CHECK(names.count("ud-ingress-db") == 4);  // IngressSettings::db_threads
+  CHECK(names.count("ud-append") >= 1);
+  CHECK(names.count("ud-reports") >= 1);
   StopChild(*api.server.process, SIGTERM);
 }
