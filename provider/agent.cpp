@@ -81,6 +81,10 @@ class Agent::Session : public std::enable_shared_from_this<Session> {
     if (ec)
       return Fail("cannot connect to " + config().host + ":" + config().port + ": " + ec.message());
     beast::get_lowest_layer(ws_).expires_never();
+    // Reports are small and due now; with Nagle a report waits for the server's delayed ACK
+    // of the one before (up to 40 ms).
+    beast::error_code ignored;
+    beast::get_lowest_layer(ws_).socket().set_option(tcp::no_delay(true), ignored);
     websocket::stream_base::timeout t;
     t.handshake_timeout = std::chrono::seconds(10);
     t.idle_timeout = std::chrono::seconds(30);  // a dead server link is found by pings

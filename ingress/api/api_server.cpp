@@ -146,6 +146,8 @@ class ApiServer::Listener : public std::enable_shared_from_this<ApiServer::Liste
                                                                                tcp::socket socket) {
       if (ec == net::error::operation_aborted) return;
       if (!ec) {
+        beast::error_code ignored;
+        socket.set_option(tcp::no_delay(true), ignored);  // a response is due now: no Nagle
         std::make_shared<Session>(std::move(socket), self->server_.settings_, self->server_.deps_,
                                   self->server_.workers_, self->server_.in_flight_)
             ->Run();

@@ -202,7 +202,12 @@ void Listener::Close() {
 
 void Listener::OnAccept(beast::error_code ec, tcp::socket socket) {
   if (ec == net::error::operation_aborted || !acceptor_.is_open()) return;
-  if (!ec) std::make_shared<HttpFront>(std::move(socket), ctx_)->Run();
+  if (!ec) {
+    // Frames are small and each one is due now (an assignment, a close): no Nagle delay.
+    beast::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    std::make_shared<HttpFront>(std::move(socket), ctx_)->Run();
+  }
   Run();
 }
 

@@ -65,6 +65,7 @@ void SimNode(unsigned short port, std::string name, std::string token, Received&
     websocket::stream<tcp::socket> ws(ioc);
     tcp::resolver resolver(ioc);
     net::connect(ws.next_layer(), resolver.resolve("127.0.0.1", std::to_string(port)));
+    ws.next_layer().set_option(tcp::no_delay(true));  // as the agent does
     ws.set_option(websocket::stream_base::decorator([token](websocket::request_type& r) {
       r.set(http::field::authorization, "Bearer " + token);
     }));
@@ -123,6 +124,7 @@ void Submitter(unsigned short port, int total, std::atomic<int>& next,
   beast::tcp_stream stream(ioc);
   tcp::resolver resolver(ioc);
   stream.connect(resolver.resolve("127.0.0.1", std::to_string(port)));
+  stream.socket().set_option(tcp::no_delay(true));  // as HTTP clients do
   for (int i = next++; i < total; i = next++) {
     if (rate > 0) {
       std::this_thread::sleep_until(start + std::chrono::duration_cast<Clock::duration>(

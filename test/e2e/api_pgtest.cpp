@@ -14,6 +14,7 @@
 
 #include "core/json.h"
 #include "test/e2e/node_support.h"
+#include "test/e2e/socket_probe.h"
 
 using namespace unidesk;
 using namespace unidesk::test;
@@ -260,5 +261,25 @@ TEST_CASE("the server's threads carry names an operator can read in top -H") {
   CHECK(names.count("ud-ingress-db") == 4);  // IngressSettings::db_threads
   CHECK(names.count("ud-append") >= 1);
   CHECK(names.count("ud-reports") >= 1);
+  StopChild(*api.server.process, SIGTERM);
+}
+
+TEST_CASE("the API answers without Nagle's delay (TCP_NODELAY on every accepted connection)") {
+  TestDatabase db;
+  ApiServer api = StartApi(db.conninfo());
+  REQUIRE(api.api_port > 0);
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(static_cast<std::uint16_t>(api.api_port));
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
+  int pid = api.server.process->pid();
+  std::optional<bool> no_delay;
+  CHECK(WaitUntil(
+      [&] { return (no_delay = TcpNoDelayOf(pid, api.api_port, LocalPort(fd))).has_value(); },
+      std::chrono::seconds(5)));
+  CHECK(no_delay == std::optional<bool>(true));
+  close(fd);
   StopChild(*api.server.process, SIGTERM);
 }

@@ -11,6 +11,7 @@
 
 #include "core/json.h"
 #include "test/e2e/node_support.h"
+#include "test/e2e/socket_probe.h"
 
 using namespace unidesk::test;
 using namespace unidesk::test::e2e;
@@ -32,6 +33,10 @@ TEST_CASE("a provider joins with resources and labels, and heartbeats keep it on
   auto provider = StartProvider(server.port, "gpu-1", token,
                                 {"--label", "tier=b", "--label", "zone=x", "--nvidia-smi", smi});
   REQUIRE(WaitForStatus(db.conninfo(), "gpu-1", "online"));
+  // Both ends of the session send each frame at once (TCP_NODELAY): with Nagle a small frame
+  // waited for the peer's delayed ACK of the one before, and an assignment took 25 ms more.
+  CHECK(TcpNoDelayOf(provider->pid(), -1, server.port) == std::optional<bool>(true));
+  CHECK(TcpNoDelayOf(server.process->pid(), server.port, -1) == std::optional<bool>(true));
 
   Outcome show = Cli(db.conninfo(), "nodes show gpu-1 --json");
   REQUIRE(show.code == 0);
