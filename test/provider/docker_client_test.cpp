@@ -17,6 +17,7 @@
 
 #include "core/json.h"
 #include "provider/tar.h"
+#include "test/e2e/e2e_support.h"
 #include "test/support/harness.h"
 
 using namespace unidesk;
@@ -25,9 +26,9 @@ using namespace unidesk::provider;
 namespace {
 
 std::string Temp(const std::string& what) {
-  static int n = 0;
-  std::string p = "/tmp/unidesk-docker-test-" + std::to_string(getpid()) + "-" +
-                  std::to_string(n++) + "-" + what;
+  // TempPath: a dead process's leftover under the same name is removed first, and a passing
+  // run removes its own (test_main.cpp).
+  std::string p = test::e2e::TempPath(what);
   test::Shell("mkdir -p " + test::ShellQuote(p));
   return p;
 }

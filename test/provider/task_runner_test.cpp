@@ -27,9 +27,9 @@ using unidesk::test::e2e::Sh;
 namespace {
 
 std::string Temp(const std::string& what) {
-  static int n = 0;
-  std::string p = "/tmp/unidesk-runner-test-" + std::to_string(getpid()) + "-" +
-                  std::to_string(n++) + "-" + what;
+  // TempPath: a dead process's leftover under the same name is removed first, and a passing
+  // run removes its own (test_main.cpp).
+  std::string p = test::e2e::TempPath(what);
   test::Shell("mkdir -p " + test::ShellQuote(p));
   return p;
 }
