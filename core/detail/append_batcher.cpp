@@ -35,11 +35,12 @@ AppendBatcher::AppendBatcher(const EventStoreOptions& options, const EventCatalo
                              Notifier* notifier, LoggerPtr log)
     : options_(options), catalogue_(catalogue), notifier_(notifier), log_(std::move(log)) {
   int n = std::max(1, options_.writer_connections);
-  for (int i = 0; i < n; ++i)
+  for (int i = 0; i < n; ++i) {
     writers_.emplace_back([this] {
       NameThisThread("ud-append");
       WriterLoop();
     });
+  }
 }
 
 AppendBatcher::~AppendBatcher() { Stop(); }
