@@ -14,11 +14,12 @@ TaskReportQueue::TaskReportQueue(TaskDispatch& tasks, int workers, std::size_t m
 TaskReportQueue::~TaskReportQueue() { Stop(); }
 
 void TaskReportQueue::Start() {
-  for (int i = 0; i < workers_; ++i)
+  for (int i = 0; i < workers_; ++i) {
     threads_.emplace_back([this] {
       core::NameThisThread("ud-reports");
       Run();
     });
+  }
 }
 
 void TaskReportQueue::Stop() {
