@@ -21,8 +21,6 @@ class RawClient {
   RawClient(int port, const std::string& authorization) : ws_(ioc_) {
     boost::asio::ip::tcp::resolver resolver(ioc_);
     boost::asio::connect(ws_.next_layer(), resolver.resolve("127.0.0.1", std::to_string(port)));
-    timeval tv{5, 0};
-    setsockopt(ws_.next_layer().native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     ws_.set_option(boost::beast::websocket::stream_base::decorator(
         [authorization](boost::beast::websocket::request_type& r) {
           if (!authorization.empty())
@@ -53,11 +51,28 @@ class RawClient {
     h.resources.memory_bytes = 8LL << 30;
     Send(core::protocol::Write(h));
   }
-  /// The next text message, or "" once the session is closed (then `close_code` says how).
+  /// The next text message, or "" once the session is closed (then `close_code` says how) or
+  /// after 5 s without one (then `timed_out`, and the connection is closed). Asio's blocking
+  /// read ignores SO_RCVTIMEO (it polls again on EAGAIN), so the deadline is an asynchronous
+  /// read run for 5 s: a test waiting for a message that never comes fails instead of hanging.
   std::string Read() {
     boost::beast::flat_buffer buf;
     boost::beast::error_code ec;
-    ws_.read(buf, ec);
+    bool done = false;
+    ws_.async_read(buf, [&](boost::beast::error_code e, std::size_t) {
+      ec = e;
+      done = true;
+    });
+    ioc_.restart();
+    ioc_.run_for(std::chrono::seconds(5));
+    if (!done) {
+      timed_out = true;
+      boost::system::error_code ignored;
+      ws_.next_layer().close(ignored);
+      ioc_.restart();
+      ioc_.run();  // the read completes, aborted
+      return "";
+    }
     if (ec) {
       if (ec == boost::beast::websocket::error::closed) close_code = ws_.reason().code;
       return "";
@@ -77,6 +92,7 @@ class RawClient {
   unsigned status = 0;
   std::string body;
   int close_code = 0;
+  bool timed_out = false;
 
  private:
   boost::asio::io_context ioc_;
