@@ -57,12 +57,7 @@ TaskStatus FoldTask(const std::vector<TaskEventView>& events) {
       s.exists = true;
       s.state = "queued";
       s.task_id = d.Str("task").value_or("");
-      s.spec_json = d.Raw("spec").value_or("{}");
-      TaskLimits any;
-      any.allow_file_urls = true;
-      any.max_attempts = 1000;
-      auto spec = ParseTaskSpec(s.spec_json, any);
-      if (spec.ok()) s.retry = spec.value().retry;
+      s.retry = RetryPolicyOf(d.Raw("spec").value_or("{}"));
     } else if (e.type == "task.assigned") {
       s.state = "assigned";
       s.attempt = static_cast<int>(d.Int("attempt").value_or(s.attempt + 1));

@@ -33,7 +33,6 @@ struct TaskStatus {
   bool cancel_requested = false;
   std::string cancel_reason;
   RetryPolicy retry;
-  std::string spec_json = "{}";
   /// True when nothing more will happen unless someone retries it.
   bool Ended() const;
   /// True while an attempt is placed on `node` and has not ended.

@@ -4,6 +4,7 @@
 #include <rapidjson/error/en.h>
 
 #include <cmath>
+#include <limits>
 #include <set>
 
 #include "core/json.h"
@@ -251,6 +252,16 @@ Result<std::string, FieldError> NormaliseDockerfilePath(std::string_view path) {
   }
   if (out.empty()) return Bad("dockerfile_path", "names no file");
   return out;
+}
+
+RetryPolicy RetryPolicyOf(std::string_view spec_json) {
+  rapidjson::Document doc;
+  doc.Parse(spec_json.data(), spec_json.size());
+  RetryPolicy r;
+  TaskLimits any;
+  any.max_attempts = std::numeric_limits<int>::max();
+  if (doc.HasParseError() || !doc.IsObject() || ParseRetry(doc, any, r)) return RetryPolicy();
+  return r;
 }
 
 Result<TaskSpec, FieldError> ParseTaskSpec(std::string_view json, const TaskLimits& limits) {

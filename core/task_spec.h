@@ -70,6 +70,11 @@ Result<TaskSpec, FieldError> ParseTaskSpec(std::string_view json, const TaskLimi
 /// The canonical JSON object of `spec` (every field, fixed order): the data of `task.submitted`.
 std::string ToJson(const TaskSpec& spec);
 
+/// The retry policy of a stored spec, or of any object with the spec's `retry` field (the rest
+/// is ignored); the default where there is none or it does not parse. For readers of the log,
+/// which trust what was validated on the way in.
+RetryPolicy RetryPolicyOf(std::string_view spec_json);
+
 // Single-field checks, also used by the CLI before it sends anything.
 /// nullopt when `url` is an accepted repository URL; else why not.
 std::optional<std::string> CheckRepoUrl(std::string_view url, bool allow_file_urls);

@@ -7,15 +7,26 @@
 
 namespace unidesk::core {
 
+namespace {
+
+// What the fold reads of an event: its data, except that of a submission it needs the task id
+// and the retry policy alone. The spec is most of a stream's bytes, and every report, loss and
+// request reads its task's stream again.
+const std::string kFoldColumns =
+    "type, CASE WHEN type = 'task.submitted' THEN jsonb_build_object('task', data->'task', "
+    "'spec', jsonb_build_object('retry', data->'spec'->'retry'))::text ELSE data::text END";
+
+}  // namespace
+
 LoadedTask LoadTaskLocked(pqxx::work& tx, const std::string& task_id) {
   std::string stream = "task-" + task_id;
   LockStreamForAppend(tx, stream);
   std::vector<TaskEventView> events;
   LoadedTask out;
-  for (const auto& row :
-       tx.exec_params("SELECT type, data::text, stream_version FROM events WHERE stream_id = $1 "
-                      "ORDER BY stream_version",
-                      stream)) {
+  for (const auto& row : tx.exec_params("SELECT " + kFoldColumns +
+                                            ", stream_version FROM events WHERE stream_id = $1 "
+                                            "ORDER BY stream_version",
+                                        stream)) {
     events.push_back({row[0].as<std::string>(), row[1].as<std::string>()});
     out.version = row[2].as<std::int64_t>();
   }
@@ -23,9 +34,9 @@ LoadedTask LoadTaskLocked(pqxx::work& tx, const std::string& task_id) {
   return out;
 }
 
-std::map<std::string, LoadedTask> LoadTasksLocked(pqxx::work& tx,
-                                                  const std::vector<std::string>& task_ids) {
-  std::map<std::string, LoadedTask> out;
+LoadedTasks LoadTasksLocked(pqxx::work& tx, const std::vector<std::string>& task_ids,
+                            const std::vector<std::string>& idempotency_keys) {
+  LoadedTasks out;
   if (task_ids.empty()) return out;
   std::set<std::int64_t> keys;
   std::vector<std::string> streams;
@@ -33,18 +44,31 @@ std::map<std::string, LoadedTask> LoadTasksLocked(pqxx::work& tx,
     streams.push_back("task-" + id);
     keys.insert(LockKey("stream", streams.back()));
   }
-  LockAllInOrder(tx, keys);
+  // A pipeline sends plain SQL: the arrays go in as quoted literals.
+  pqxx::pipeline p(tx);
+  p.retain(3);
+  auto locks = p.insert(LockAllInOrderSql(tx, keys));
+  auto rows =
+      p.insert("SELECT substr(stream_id, 6), " + kFoldColumns +
+               ", stream_version FROM events WHERE stream_id = ANY(" +
+               tx.quote(PgArrayLiteral(streams)) + "::text[]) ORDER BY stream_id, stream_version");
+  pqxx::pipeline::query_id stored = 0;
+  if (!idempotency_keys.empty()) {
+    stored = p.insert("SELECT key FROM idempotency_keys WHERE key = ANY(" +
+                      tx.quote(PgArrayLiteral(idempotency_keys)) + "::text[])");
+  }
+  p.complete();
+  p.retrieve(locks);  // in order: an error surfaces as itself
   std::map<std::string, std::vector<TaskEventView>> events;
-  for (const auto& row :
-       ExecPrepared(tx, "load_tasks",
-                    "SELECT substr(stream_id, 6), type, data::text, stream_version FROM events "
-                    "WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, stream_version",
-                    PgArrayLiteral(streams))) {
+  for (const auto& row : p.retrieve(rows)) {
     std::string id = row[0].as<std::string>();
     events[id].push_back({row[1].as<std::string>(), row[2].as<std::string>()});
-    out[id].version = row[3].as<std::int64_t>();
+    out.tasks[id].version = row[3].as<std::int64_t>();
   }
-  for (const auto& id : task_ids) out[id].status = FoldTask(events[id]);
+  if (!idempotency_keys.empty()) {
+    for (const auto& row : p.retrieve(stored)) out.stored_keys.insert(row[0].as<std::string>());
+  }
+  for (const auto& id : task_ids) out.tasks[id].status = FoldTask(events[id]);
   return out;
 }
 

@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <pqxx/pqxx>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,10 +25,19 @@ struct LoadedTask {
 /// Takes the stream's append lock in `tx` and folds its events.
 LoadedTask LoadTaskLocked(pqxx::work& tx, const std::string& task_id);
 
+/// What LoadTasksLocked read.
+struct LoadedTasks {
+  std::map<std::string, LoadedTask> tasks;  // every task asked for
+  std::set<std::string> stored_keys;        // those of the keys asked for the log holds already
+};
+
 /// The same for many tasks at once: every stream's lock in key order (so two callers never
-/// deadlock), then all streams in one read. Tasks without a stream map to version -1.
-std::map<std::string, LoadedTask> LoadTasksLocked(pqxx::work& tx,
-                                                  const std::vector<std::string>& task_ids);
+/// deadlock), then all streams in one read, and which of `idempotency_keys` are stored (a
+/// resent report). One round trip: the reads run after the locks and each takes its snapshot
+/// then, so they see what the previous holder committed. Tasks without a stream map to
+/// version -1.
+LoadedTasks LoadTasksLocked(pqxx::work& tx, const std::vector<std::string>& task_ids,
+                            const std::vector<std::string>& idempotency_keys = {});
 
 /// Releases the placements of ended attempts (task, attempt) in one statement.
 void ReleasePlacements(pqxx::work& tx,

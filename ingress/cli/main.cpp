@@ -32,7 +32,8 @@ constexpr const char* kUsage =
     "               flags: --code-repo URL --code-commit SHA --env-repo URL --env-commit SHA\n"
     "               [--dockerfile PATH] [--name N] [--cpu CORES] [--memory-mb MB] [--gpus N]\n"
     "               [--label K=V]... [--env K=V]... [--priority P] [--timeout SECONDS]\n"
-    "               [--max-attempts N] [--idempotency-key K] [--allow-file-urls]\n"
+    "               [--max-attempts N] [--retry-on failed,timed_out,lost]\n"
+    "               [--idempotency-key K] [--allow-file-urls]\n"
     "  tasks list [--state S] [--limit N] [--json]   newest first, with why a task waits\n"
     "  tasks show ID [--json]                 one task (ID: the id or a unique prefix)\n"
     "  tasks cancel ID [--reason R] [--json]  ask to cancel a task\n"
@@ -55,8 +56,8 @@ int main(int argc, char** argv) {
                                                    "dockerfile",  "cpu",          "memory-mb",
                                                    "gpus",        "env",          "priority",
                                                    "timeout",     "max-attempts", "idempotency-key",
-                                                   "state",       "reason",       "grace",
-                                                   "attempt"},
+                                                   "retry-on",    "state",        "reason",
+                                                   "grace",       "attempt"},
                                    {"json", "follow", "help", "version", "allow-file-urls"});
   if (!parsed.ok()) return ingress::Fail(parsed.error() + "\n" + kUsage, 2);
   const ingress::Args& args = parsed.value();

@@ -99,10 +99,23 @@ core::Result<std::string, Problem> SubmissionFrom(const Args& args) {
     if (!n.ok()) return n.error();
     o.Raw(field, n.value());
   }
-  if (args.Get("max-attempts")) {
-    auto n = number("max-attempts", true);
-    if (!n.ok()) return n.error();
-    o.Raw("retry", core::JsonObject().Raw("max_attempts", n.value()).Done());
+  if (args.Get("max-attempts") || args.Get("retry-on")) {
+    core::JsonObject retry;
+    if (args.Get("max-attempts")) {
+      auto n = number("max-attempts", true);
+      if (!n.ok()) return n.error();
+      retry.Raw("max_attempts", n.value());
+    }
+    if (auto on = args.Get("retry-on")) {
+      // "failed,lost" -> ["failed","lost"]; the server checks the names (field retry.on).
+      std::string list = "[";
+      std::stringstream ss(*on);
+      for (std::string name; std::getline(ss, name, ',');) {
+        if (!name.empty()) list += (list.size() > 1 ? "," : "") + core::JsonQuote(name);
+      }
+      retry.Raw("on", list + "]");
+    }
+    o.Raw("retry", retry.Done());
   }
   for (auto [flag, field] : std::initializer_list<std::pair<const char*, const char*>>{
            {"label", "labels"}, {"env", "env"}}) {

@@ -116,13 +116,9 @@ void TaskDispatch::ApplyGroup(const std::vector<Parsed>& group, std::vector<Repo
       ids.push_back(p.report.task);
       keys.push_back(p.key);
     }
-    std::map<std::string, core::LoadedTask> loaded = core::LoadTasksLocked(tx, ids);
-    std::set<std::string> seen;
-    for (const auto& row :
-         tx.exec_params("SELECT key FROM idempotency_keys WHERE key = ANY($1::text[])",
-                        core::PgArrayLiteral(keys))) {
-      seen.insert(row[0].as<std::string>());
-    }
+    core::LoadedTasks read = core::LoadTasksLocked(tx, ids, keys);
+    const std::map<std::string, core::LoadedTask>& loaded = read.tasks;
+    const std::set<std::string>& seen = read.stored_keys;
     std::vector<core::AppendRequest> requests;
     std::vector<const Parsed*> appended;
     std::vector<bool> ends;

@@ -181,3 +181,25 @@ TEST_CASE("repository URLs: https, ssh, scp-style; file:// only when allowed") {
   REQUIRE_FALSE(r.ok());
   CHECK(r.error().field == "code_repo_url");
 }
+
+TEST_CASE("the retry policy of a stored spec, or of its `retry` field alone") {
+  auto full = ParseTaskSpec(Task(R"("retry":{"max_attempts":5,"on":["failed","timed_out"]})"),
+                            TaskLimits{});
+  REQUIRE(full.ok());
+  for (const std::string& json :
+       {ToJson(full.value()),
+        std::string(R"({"retry":{"max_attempts":5,"on":["failed","timed_out"]}})")}) {
+    RetryPolicy r = RetryPolicyOf(json);
+    CHECK(r.max_attempts == 5);
+    CHECK(r.on_failed);
+    CHECK(r.on_timed_out);
+    CHECK_FALSE(r.on_lost);
+  }
+  // None, null or unreadable: the default (3 attempts, on lost).
+  for (const char* json : {"{}", R"({"retry":null})", "not json", R"({"retry":{"on":["x"]}})"}) {
+    RetryPolicy r = RetryPolicyOf(json);
+    CHECK(r.max_attempts == 3);
+    CHECK(r.on_lost);
+    CHECK_FALSE(r.on_failed);
+  }
+}

@@ -3,7 +3,7 @@
 // lost and moved; reports of a superseded attempt are rejected, recorded, never applied, and
 // answered with `cancel`; malformed and oversized reports are refused; a resent report is
 // applied once; an unacknowledged assignment is offered again after a reconnect, and an attempt
-// the server no longer runs is cancelled.
+// the server no longer runs is cancelled; the retry policy decides on a reported failure.
 
 #include <doctest/doctest.h>
 
@@ -22,8 +22,9 @@ namespace {
 
 const std::string kCommit = "0123456789abcdef0123456789abcdef01234567";
 
-std::string Submit(const std::string& conninfo, const std::string& name) {
-  Outcome o = Cli(conninfo, "tasks submit --json --name " + name +
+std::string Submit(const std::string& conninfo, const std::string& name,
+                   const std::string& flags = "") {
+  Outcome o = Cli(conninfo, "tasks submit --json --name " + name + " " + flags +
                                 " --code-repo https://g.example/a.git --code-commit " + kCommit +
                                 " --env-repo https://g.example/e.git --env-commit " + kCommit +
                                 " -- echo hi");
@@ -54,6 +55,7 @@ std::string TaskBody(const std::string& task, int attempt, const std::string& st
   r.attempt = attempt;
   r.state = state;
   if (state == "succeeded") r.exit_code = 0;
+  if (state == "failed") r.exit_code = 1;
   return proto::ToJson(r);
 }
 
@@ -171,6 +173,31 @@ TEST_CASE("dispatch over the session: acknowledge, move, fence, re-offer") {
   c->Send(Report(outbox, 7, "task", TaskBody(again, 1, "accepted")));
   REQUIRE(ReadUntil(*c, "ack"));
   CHECK(Count(db.conninfo(), "type = 'task.accepted' AND stream_id = 'task-" + again + "'") == 1);
+
+  // 5. The submission's retry policy decides on a failure the node reports: a task retried on
+  // `failed` gets attempt 2 (the report path folds the stream with only the spec's policy).
+  Outcome bad = Cli(db.conninfo(),
+                    "tasks submit --name x --retry-on sometimes --code-repo "
+                    "https://g.example/a.git --code-commit " +
+                        kCommit +
+                        " --env-repo https://g.example/e.git "
+                        "--env-commit " +
+                        kCommit + " -- echo hi");
+  CHECK(bad.code != 0);
+  CHECK(Contains(bad.err, "retry.on"));
+  std::string flaky = Submit(db.conninfo(), "flaky", "--max-attempts 2 --retry-on failed");
+  auto placed = ReadUntil(*c, "assign");
+  REQUIRE(placed);
+  CHECK(std::get<proto::Assign>(*placed).task == flaky);
+  c->Send(Report(outbox, 8, "task", TaskBody(flaky, 1, "accepted")));
+  REQUIRE(ReadUntil(*c, "ack"));
+  c->Send(Report(outbox, 9, "task", TaskBody(flaky, 1, "failed")));
+  REQUIRE(ReadUntil(*c, "ack"));
+  auto retried = ReadUntil(*c, "assign");
+  REQUIRE(retried);
+  CHECK(std::get<proto::Assign>(*retried).task == flaky);
+  CHECK(std::get<proto::Assign>(*retried).attempt == 2);
+  CHECK(Count(db.conninfo(), "type = 'task.requeued' AND stream_id = 'task-" + flaky + "'") == 1);
   c.reset();
   StopChild(*server.process, SIGTERM);
 }
