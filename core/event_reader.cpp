@@ -10,17 +10,26 @@
 namespace unidesk::core {
 namespace {
 
-constexpr const char* kColumns =
-    "position, tx_id::text, stream_id, stream_version, event_id::text, type, schema_version, "
-    "data::text, metadata::text, "
-    "to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')";
+std::string Columns(EventData data) {
+  return std::string(
+             "position, tx_id::text, stream_id, stream_version, event_id::text, type, "
+             "schema_version, ") +
+         (data == EventData::kRead ? "data::text" : "'{}'") +
+         ", metadata::text, "
+         "to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')";
+}
+
+/// A prepared statement's name for the read of `data`.
+std::string StatementName(const char* name, EventData data) {
+  return data == EventData::kRead ? name : std::string(name) + "_meta";
+}
 
 std::string MetaField(const rapidjson::Document& doc, const char* key) {
   auto it = doc.FindMember(key);
   return it != doc.MemberEnd() && it->value.IsString() ? it->value.GetString() : "";
 }
 
-RecordedEvent RowToEvent(const pqxx::row& r, const EventCatalogue& catalogue) {
+RecordedEvent RowToEvent(const pqxx::row& r, const EventCatalogue& catalogue, EventData read) {
   RecordedEvent e;
   e.position.value = r[0].as<std::int64_t>();
   e.tx_id = r[1].as<std::uint64_t>();
@@ -29,7 +38,6 @@ RecordedEvent RowToEvent(const pqxx::row& r, const EventCatalogue& catalogue) {
   e.event_id = r[4].c_str();
   e.type = r[5].c_str();
   int stored_version = r[6].as<int>();
-  std::string data = r[7].c_str();
   rapidjson::Document meta;
   meta.Parse(r[8].c_str());
   if (meta.IsObject()) {
@@ -39,8 +47,14 @@ RecordedEvent RowToEvent(const pqxx::row& r, const EventCatalogue& catalogue) {
     e.metadata.source = MetaField(meta, "source");
   }
   e.recorded_at = r[9].c_str();
+  if (read == EventData::kSkip) {
+    e.schema_version = stored_version;
+    e.data_json = "{}";
+    return e;
+  }
   // Old shapes are upcast on read; a type this build does not know is passed through as stored,
   // so an older binary can still read (and audit) a newer log.
+  std::string data = r[7].c_str();
   auto up = catalogue.Upcast(e.type, stored_version, data);
   if (up.ok()) {
     const EventType* t = catalogue.Find(e.type);
@@ -53,28 +67,29 @@ RecordedEvent RowToEvent(const pqxx::row& r, const EventCatalogue& catalogue) {
   return e;
 }
 
-std::vector<RecordedEvent> ToEvents(const pqxx::result& rows, const EventCatalogue& catalogue) {
+std::vector<RecordedEvent> ToEvents(const pqxx::result& rows, const EventCatalogue& catalogue,
+                                    EventData read = EventData::kRead) {
   std::vector<RecordedEvent> out;
   out.reserve(rows.size());
-  for (const auto& r : rows) out.push_back(RowToEvent(r, catalogue));
+  for (const auto& r : rows) out.push_back(RowToEvent(r, catalogue, read));
   return out;
 }
 
 }  // namespace
 
 SafeBatch ReadAfterCursor(pqxx::transaction_base& tx, const EventCatalogue& catalogue,
-                          LogCursor after, int limit, bool check_held_back) {
+                          LogCursor after, int limit, bool check_held_back, EventData data) {
   // One statement: the horizon and the rows come from the same snapshot.
   std::string sql =
-      std::string("SELECT ") + kColumns +
+      "SELECT " + Columns(data) +
       " FROM events WHERE (tx_id, position) > ($1::text::xid8, $2::bigint)"
       " AND tx_id < pg_snapshot_xmin(pg_current_snapshot())"
       // Qualified: a bare `tx_id` would name the ::text output column and sort as text.
       " ORDER BY events.tx_id, events.position LIMIT $3";
   SafeBatch batch;
-  batch.events = ToEvents(ExecPrepared(tx, "read_after_cursor", sql, std::to_string(after.tx_id),
-                                       after.position, limit),
-                          catalogue);
+  batch.events = ToEvents(ExecPrepared(tx, StatementName("read_after_cursor", data), sql,
+                                       std::to_string(after.tx_id), after.position, limit),
+                          catalogue, data);
   if (check_held_back && static_cast<int>(batch.events.size()) < limit) {
     LogCursor last = batch.events.empty() ? after : batch.events.back().cursor();
     // Compared with the log's last entry (one step down the index): phrased as EXISTS, the
@@ -93,7 +108,8 @@ namespace {
 
 /// A filtered follower's read: `match` is an SQL condition on $4; `name` names the statement.
 FollowBatch Follow(pqxx::transaction_base& tx, const EventCatalogue& catalogue, LogCursor after,
-                   const char* name, const char* match, const std::string& param, int limit) {
+                   const char* name, const char* match, const std::string& param, int limit,
+                   EventData data) {
   FollowBatch batch;
   auto h = ExecPrepared(
       tx, "follow_horizon",
@@ -101,13 +117,14 @@ FollowBatch Follow(pqxx::transaction_base& tx, const EventCatalogue& catalogue, 
       "DESC LIMIT 1), false) FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS x) h")[0];
   auto xmin = h[0].as<std::uint64_t>();
   batch.held_back = h[1].as<bool>();
-  std::string sql = std::string("SELECT ") + kColumns +
+  std::string sql = "SELECT " + Columns(data) +
                     " FROM events WHERE (tx_id, position) > ($1::text::xid8, $2::bigint)"
                     " AND tx_id < $3::text::xid8 AND " +
                     match + " ORDER BY events.tx_id, events.position LIMIT $5";
-  batch.events = ToEvents(ExecPrepared(tx, name, sql, std::to_string(after.tx_id), after.position,
-                                       std::to_string(xmin), param, limit),
-                          catalogue);
+  batch.events =
+      ToEvents(ExecPrepared(tx, StatementName(name, data), sql, std::to_string(after.tx_id),
+                            after.position, std::to_string(xmin), param, limit),
+               catalogue, data);
   batch.next = batch.events.empty() ? after : batch.events.back().cursor();
   if (static_cast<int>(batch.events.size()) < limit) {
     // Every event below the horizon has been seen: continue from the horizon.
@@ -122,7 +139,7 @@ FollowBatch Follow(pqxx::transaction_base& tx, const EventCatalogue& catalogue, 
 FollowBatch ReadStreamsAfterCursor(pqxx::transaction_base& tx, const EventCatalogue& catalogue,
                                    LogCursor after, const std::string& stream_prefix, int limit) {
   return Follow(tx, catalogue, after, "follow_streams", "starts_with(stream_id, $4)", stream_prefix,
-                limit);
+                limit, EventData::kRead);
 }
 
 namespace {
@@ -145,10 +162,10 @@ std::string TypePatterns(const std::vector<std::string>& types) {
 }  // namespace
 
 FollowBatch ReadTypesAfterCursor(pqxx::transaction_base& tx, const EventCatalogue& catalogue,
-                                 LogCursor after, const std::vector<std::string>& types,
-                                 int limit) {
+                                 LogCursor after, const std::vector<std::string>& types, int limit,
+                                 EventData data) {
   return Follow(tx, catalogue, after, "follow_types", "type LIKE ANY($4::text[])",
-                TypePatterns(types), limit);
+                TypePatterns(types), limit, data);
 }
 
 std::int64_t CountEvents(pqxx::transaction_base& tx, const std::vector<std::string>& types) {
@@ -162,7 +179,7 @@ std::int64_t CountEvents(pqxx::transaction_base& tx, const std::vector<std::stri
 std::vector<RecordedEvent> ReadByPosition(pqxx::transaction_base& tx,
                                           const EventCatalogue& catalogue, Position after,
                                           int limit, const EventFilter& filter) {
-  std::string sql = std::string("SELECT ") + kColumns +
+  std::string sql = "SELECT " + Columns(EventData::kRead) +
                     " FROM events WHERE position > $1 AND ($2::text IS NULL OR stream_id = $2)"
                     " AND ($3::text IS NULL OR type = $3) ORDER BY events.position LIMIT $4";
   const char* stream = filter.stream_id ? filter.stream_id->c_str() : nullptr;
@@ -173,7 +190,7 @@ std::vector<RecordedEvent> ReadByPosition(pqxx::transaction_base& tx,
 std::vector<RecordedEvent> ReadStream(pqxx::transaction_base& tx, const EventCatalogue& catalogue,
                                       const std::string& stream_id, std::int64_t from_version,
                                       int limit) {
-  std::string sql = std::string("SELECT ") + kColumns +
+  std::string sql = "SELECT " + Columns(EventData::kRead) +
                     " FROM events WHERE stream_id = $1 AND stream_version >= $2"
                     " ORDER BY events.stream_version LIMIT $3";
   return ToEvents(tx.exec_params(sql, stream_id, from_version, limit), catalogue);

@@ -24,11 +24,16 @@ struct EventFilter {
   std::optional<std::string> type;
 };
 
+/// Whether a read brings the events' data. A follower of the metadata alone (the audit) skips
+/// it: the data is most of the log's bytes. Skipped data reads as "{}", not upcast.
+enum class EventData { kRead, kSkip };
+
 /// Events after `after` in (tx_id, position) order, only from transactions older than every
 /// running one, so no event that commits later can ever sort before what is returned.
 /// With `check_held_back`, also tells whether a running transaction is holding delivery back.
 SafeBatch ReadAfterCursor(pqxx::transaction_base& tx, const EventCatalogue& catalogue,
-                          LogCursor after, int limit, bool check_held_back = true);
+                          LogCursor after, int limit, bool check_held_back = true,
+                          EventData data = EventData::kRead);
 
 /// What a filtered follower read, and where it goes on from.
 struct FollowBatch {
@@ -52,7 +57,8 @@ FollowBatch ReadStreamsAfterCursor(pqxx::transaction_base& tx, const EventCatalo
 /// The same for the events of the given types: exact names, or prefixes ending in '.' ("task.")
 /// (a follower that acts on a few kinds of event: the rest of the log never leaves Postgres).
 FollowBatch ReadTypesAfterCursor(pqxx::transaction_base& tx, const EventCatalogue& catalogue,
-                                 LogCursor after, const std::vector<std::string>& types, int limit);
+                                 LogCursor after, const std::vector<std::string>& types, int limit,
+                                 EventData data = EventData::kRead);
 
 /// How many events of those types (as ReadTypesAfterCursor; empty: all) the log holds.
 std::int64_t CountEvents(pqxx::transaction_base& tx, const std::vector<std::string>& types);

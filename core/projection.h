@@ -49,6 +49,8 @@ class Projector {
   /// The event types Apply reads (SubscriptionOptions::types: names, or prefixes ending in
   /// '.'); the others never reach it. Empty: every event.
   virtual std::vector<std::string> types() const { return {}; }
+  /// False when Apply reads the events' metadata alone (SubscriptionOptions::data).
+  virtual bool reads_data() const { return true; }
   virtual void Apply(const RecordedEvent& event, RowChanges& out) const = 0;
 };
 

@@ -100,13 +100,14 @@ StepResult Subscription::Step() {
     // refuses a stale owner.
     pqxx::nontransaction read(*work_);
     if (options_.types.empty()) {
-      SafeBatch batch = ReadAfterCursor(read, catalogue_, read_from_, options_.batch_size);
+      SafeBatch batch =
+          ReadAfterCursor(read, catalogue_, read_from_, options_.batch_size, true, options_.data);
       result.held_back = batch.held_back;
       events = std::move(batch.events);
       if (!events.empty()) next = events.back().cursor();
     } else {
-      FollowBatch batch =
-          ReadTypesAfterCursor(read, catalogue_, read_from_, options_.types, options_.batch_size);
+      FollowBatch batch = ReadTypesAfterCursor(read, catalogue_, read_from_, options_.types,
+                                               options_.batch_size, options_.data);
       result.held_back = batch.held_back;
       events = std::move(batch.events);
       next = batch.next;

@@ -16,6 +16,7 @@
 #include "core/checkpoint.h"
 #include "core/event.h"
 #include "core/event_catalogue.h"
+#include "core/event_reader.h"
 #include "core/log.h"
 
 namespace unidesk::core {
@@ -49,6 +50,8 @@ struct SubscriptionOptions {
   /// The rest never leaves Postgres; the checkpoint still moves past it (at most once a second
   /// while nothing matches).
   std::vector<std::string> types;
+  /// kSkip: events arrive without their data ("{}"), for a handler of the metadata alone.
+  EventData data = EventData::kRead;
 };
 
 /// A point-in-time view of a running subscription.

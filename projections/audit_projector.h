@@ -10,6 +10,7 @@ class AuditProjector : public core::Projector {
  public:
   std::string name() const override { return "audit"; }
   std::vector<std::string> tables() const override { return {"audit_log"}; }
+  bool reads_data() const override { return false; }  // who, what, which subject: no data
   void Apply(const core::RecordedEvent& event, core::RowChanges& out) const override;
 };
 

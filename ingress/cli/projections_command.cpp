@@ -142,6 +142,7 @@ int RunProjectionsRebuild(const CliContext& ctx, const Args& args) {
     options.name = name;
     options.conninfo = ctx.conninfo;
     options.types = projector->types();
+    options.data = projector->reads_data() ? core::EventData::kRead : core::EventData::kSkip;
     options.batch_size = 5000;
     options.listen = false;
     core::Subscription sub(options, ctx.catalogue, handler, ctx.log);

@@ -17,6 +17,7 @@ ProjectorRole::ProjectorRole(const std::string& conninfo, const core::EventCatal
     options.name = p->name();
     options.conninfo = conninfo;
     options.types = p->types();
+    options.data = p->reads_data() ? core::EventData::kRead : core::EventData::kSkip;
     // Read models may trail by up to 50 ms (people read them); the scheduler and dispatch do not
     // wait for them, and fewer, larger batches leave the CPU to what they do wait for.
     options.min_step_interval = kProjectorStepInterval;

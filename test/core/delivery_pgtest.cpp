@@ -323,6 +323,45 @@ TEST_CASE("a subscription of chosen types gets only those, in order, and its che
   CHECK(family.CatchUp() == 31);  // 25 test.happened and 6 test.versioned
 }
 
+TEST_CASE("a subscription that skips the data gets every event's metadata, and {} for data") {
+  Bus bus;
+  for (int i = 0; i < 4; ++i) bus.Append("test-m", i + 1);
+  struct Collect : core::SubscriptionHandler {
+    std::vector<core::RecordedEvent> got;
+    void Handle(pqxx::work&, const std::vector<core::RecordedEvent>& batch) override {
+      got.insert(got.end(), batch.begin(), batch.end());
+    }
+  };
+  for (std::vector<std::string> types : {std::vector<std::string>{}, {"test."}}) {
+    CAPTURE(types.size());
+    Collect whole, skipped;
+    std::string suffix = types.empty() ? "all" : "typed";
+    auto o = bus.Options("whole-" + suffix);
+    o.types = types;
+    core::Subscription a(o, bus.catalogue, whole, core::NullLogger());
+    CHECK(a.CatchUp() == 4);
+    o = bus.Options("skip-" + suffix);
+    o.types = types;
+    o.data = core::EventData::kSkip;
+    core::Subscription b(o, bus.catalogue, skipped, core::NullLogger());
+    CHECK(b.CatchUp() == 4);
+    REQUIRE(skipped.got.size() == whole.got.size());
+    for (std::size_t i = 0; i < whole.got.size(); ++i) {
+      const auto &w = whole.got[i], &s = skipped.got[i];
+      CHECK(w.data_json == "{\"n\": " + std::to_string(i + 1) + "}");
+      CHECK(s.data_json == "{}");
+      CHECK(s.event_id == w.event_id);
+      CHECK(s.type == w.type);
+      CHECK(s.stream_id == w.stream_id);
+      CHECK(s.stream_version == w.stream_version);
+      CHECK(s.recorded_at == w.recorded_at);
+      CHECK(s.metadata.actor == "user:test");
+      CHECK(s.metadata.correlation_id == w.metadata.correlation_id);
+      CHECK(s.metadata.source == w.metadata.source);
+    }
+  }
+}
+
 TEST_CASE("a rebuilt projection equals the live one (checksum)") {
   Bus bus;
   for (int i = 0; i < 300; ++i) bus.Append("test-a" + std::to_string(i % 7), i);
