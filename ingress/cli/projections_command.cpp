@@ -40,8 +40,12 @@ int RunProjectionsStatus(const CliContext& ctx, const Args& args) {
   try {
     auto conn = core::Connect(ctx.conninfo);
     pqxx::read_transaction tx(*conn);
+    // A projector of some types keeps, past what it skipped, a cursor at the horizon (position
+    // 2^63-1): shown is the last event at or before its checkpoint, the last it has passed.
     auto rows = tx.exec(
-        "SELECT s.name, s.position, s.events, "
+        "SELECT s.name, coalesce((SELECT e.position FROM events e "
+        "  WHERE (e.tx_id, e.position) <= (s.tx_id, s.position) "
+        "  ORDER BY e.tx_id DESC, e.position DESC LIMIT 1), 0), s.events, "
         "to_char(s.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
         "(SELECT count(*) FROM events e WHERE (e.tx_id, e.position) > (s.tx_id, s.position)), "
         "coalesce((SELECT extract(epoch FROM now() - min(e.recorded_at)) FROM events e "
