@@ -87,12 +87,24 @@ ApiResponse Cancel(const ApiRequest& req, ApiDeps& deps, const std::string& id) 
     if (auto bad = core::CheckJsonObject(req.body)) return Error(400, "invalid", *bad);
     reason = core::JsonReader(req.body).Str("reason").value_or("");
   }
-  auto r = CancelTask(deps.conninfo, deps.store, id, reason, Actor(req));
+  auto r = CancelTask(WorkerConnection(deps.conninfo), deps.store, id, reason,
+                      {Actor(req), "server/api"});
   if (!r.ok()) return FromTaskError(r.error());
   return Json(202, core::JsonObject()
                        .Str("task", id)
                        .Str("state", r.value().state)
                        .Bool("already", r.value().already)
+                       .Done());
+}
+
+ApiResponse Retry(const ApiRequest& req, ApiDeps& deps, const std::string& id) {
+  auto r = RetryTask(WorkerConnection(deps.conninfo), deps.store, id, {Actor(req), "server/api"});
+  if (!r.ok()) return FromTaskError(r.error());
+  return Json(202, core::JsonObject()
+                       .Str("task", id)
+                       .Str("state", "queued")
+                       .Int("next_attempt", r.value().next_attempt)
+                       .Str("ended_as", r.value().ended_as)
                        .Done());
 }
 
@@ -156,9 +168,9 @@ ApiResponse HandleNow(const ApiRequest& req, ApiDeps& deps) {
       std::string id = rest.substr(0, rest.find('/'));
       std::string action = rest.size() > id.size() ? rest.substr(id.size() + 1) : "";
       if (!IsTaskId(id)) return Error(404, "not_found", "'" + id + "' is not a task id");
-      if (action == "cancel") {
+      if (action == "cancel" || action == "retry") {
         if (req.method != "POST") return Error(405, "method_not_allowed", "use POST");
-        return Cancel(req, deps, id);
+        return action == "cancel" ? Cancel(req, deps, id) : Retry(req, deps, id);
       }
       if (!action.empty()) return Error(404, "not_found", "no route " + t.path);
       if (req.method != "GET") return Error(405, "method_not_allowed", "use GET");

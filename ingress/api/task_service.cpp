@@ -110,18 +110,15 @@ void SubmitTaskAsync(core::EventStore& store, const core::TaskLimits& limits,
                     });
 }
 
-core::Result<CancelOutcome, TaskError> CancelTask(const std::string& conninfo,
-                                                  core::EventStore& store,
+core::Result<CancelOutcome, TaskError> CancelTask(pqxx::connection& conn, core::EventStore& store,
                                                   const std::string& task_id,
-                                                  const std::string& reason,
-                                                  const std::string& actor) {
+                                                  const std::string& reason, const Requester& by) {
   if (!IsTaskId(task_id)) {
     return Err(TaskErrorCode::kInvalid, "'" + task_id + "' is not a task id (a UUID)", "task");
   }
   if (reason.size() > 1000) return Err(TaskErrorCode::kInvalid, "at most 1000 bytes", "reason");
   try {
-    auto conn = core::Connect(conninfo);
-    pqxx::work tx(*conn);
+    pqxx::work tx(conn);
     // Under the stream's lock nothing can be appended between this read and the append.
     core::LoadedTask t = core::LoadTaskLocked(tx, task_id);
     const core::TaskStatus& s = t.status;
@@ -138,7 +135,7 @@ core::Result<CancelOutcome, TaskError> CancelTask(const std::string& conninfo,
                                                      .Int("attempt", placed ? s.attempt : 0)
                                                      .Str("node", placed ? s.node : "")
                                                      .Done()});
-    auto a = core::ApplyTaskDecision(tx, store, t, d, {actor, task_id, "", "cli"});
+    auto a = core::ApplyTaskDecision(tx, store, t, d, {by.actor, task_id, "", by.source});
     if (!a.ok()) return FromAppend(a.error());
     tx.commit();
     store.NotifyCommitted();
@@ -148,22 +145,20 @@ core::Result<CancelOutcome, TaskError> CancelTask(const std::string& conninfo,
   }
 }
 
-core::Result<RetryOutcome, TaskError> RetryTask(const std::string& conninfo,
-                                                core::EventStore& store, const std::string& task_id,
-                                                const std::string& actor) {
+core::Result<RetryOutcome, TaskError> RetryTask(pqxx::connection& conn, core::EventStore& store,
+                                                const std::string& task_id, const Requester& by) {
   if (!IsTaskId(task_id)) {
     return Err(TaskErrorCode::kInvalid, "'" + task_id + "' is not a task id (a UUID)", "task");
   }
   try {
-    auto conn = core::Connect(conninfo);
-    pqxx::work tx(*conn);
+    pqxx::work tx(conn);
     core::LoadedTask t = core::LoadTaskLocked(tx, task_id);
     if (!t.status.exists) return Err(TaskErrorCode::kNotFound, "no task " + task_id);
-    core::TaskDecision d = core::DecideManualRetry(t.status, actor);
+    core::TaskDecision d = core::DecideManualRetry(t.status, by.actor);
     if (!d.rejected.empty()) {
       return Err(TaskErrorCode::kConflict, "task " + task_id + ": " + d.rejected);
     }
-    auto a = core::ApplyTaskDecision(tx, store, t, d, {actor, task_id, "", "cli"});
+    auto a = core::ApplyTaskDecision(tx, store, t, d, {by.actor, task_id, "", by.source});
     if (!a.ok()) return FromAppend(a.error());
     tx.commit();
     store.NotifyCommitted();

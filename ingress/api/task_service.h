@@ -3,6 +3,7 @@
 // task stream's rules; the CLI calls these now, the REST routes (/api/v1/tasks) will too.
 
 #include <functional>
+#include <pqxx/pqxx>
 #include <string>
 
 #include "core/event_store.h"
@@ -57,22 +58,26 @@ struct CancelOutcome {
   std::string state;  // "cancelling" (requested now or before)
   bool already = false;
 };
+/// Who asks, and through what: the event's actor and source ("cli", "server/api").
+struct Requester {
+  std::string actor;
+  std::string source;
+};
+
 /// Records task.cancel_requested unless the task has ended. The scheduler ends a task that was
-/// not placed yet; a placed one is stopped by its node.
-core::Result<CancelOutcome, TaskError> CancelTask(const std::string& conninfo,
-                                                  core::EventStore& store,
+/// not placed yet; a placed one is stopped by its node. On `conn`, the caller's (the API's
+/// worker keeps one per thread): a connection per call would cost a Postgres backend start each.
+core::Result<CancelOutcome, TaskError> CancelTask(pqxx::connection& conn, core::EventStore& store,
                                                   const std::string& task_id,
-                                                  const std::string& reason,
-                                                  const std::string& actor);
+                                                  const std::string& reason, const Requester& by);
 
 struct RetryOutcome {
   int next_attempt = 0;
   std::string ended_as;  // the state the task had ended in
 };
 /// Records task.requeued for an ended task: the scheduler places attempt `next_attempt`.
-core::Result<RetryOutcome, TaskError> RetryTask(const std::string& conninfo,
-                                                core::EventStore& store, const std::string& task_id,
-                                                const std::string& actor);
+core::Result<RetryOutcome, TaskError> RetryTask(pqxx::connection& conn, core::EventStore& store,
+                                                const std::string& task_id, const Requester& by);
 
 /// True for a task id in canonical UUID form.
 bool IsTaskId(const std::string& id);

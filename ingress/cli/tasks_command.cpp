@@ -334,7 +334,8 @@ int RunTasksCancel(const CliContext& ctx, const Args& args) {
     if (!resolved.ok()) return TaskFail(args, resolved.error());
     const std::string& id = resolved.value();
     auto store = MakeTaskStore(ctx);
-    auto r = api::CancelTask(ctx.conninfo, store, id, args.Get("reason").value_or(""), ctx.actor);
+    auto conn = core::Connect(ctx.conninfo);
+    auto r = api::CancelTask(*conn, store, id, args.Get("reason").value_or(""), {ctx.actor, "cli"});
     store.Stop();
     if (!r.ok()) return TaskFail(args, r.error());
     if (args.Has("json")) {
@@ -362,7 +363,8 @@ int RunTasksRetry(const CliContext& ctx, const Args& args) {
     if (!resolved.ok()) return TaskFail(args, resolved.error());
     const std::string& id = resolved.value();
     auto store = MakeTaskStore(ctx);
-    auto r = api::RetryTask(ctx.conninfo, store, id, ctx.actor);
+    auto conn = core::Connect(ctx.conninfo);
+    auto r = api::RetryTask(*conn, store, id, {ctx.actor, "cli"});
     store.Stop();
     if (!r.ok()) return TaskFail(args, r.error());
     if (args.Has("json")) {

@@ -159,6 +159,53 @@ TEST_CASE("POST /api/v1/tasks: created, repeated with the same key, refused nami
   Http late = Call(api.api_port, "POST", "/api/v1/tasks/" + id + "/cancel");
   CHECK(late.status == 409);
   CHECK(Field(late.body, "error") == "conflict");
+  const std::string stream = "stream_id = 'task-" + id + "'";
+  CHECK(Text(db.conninfo(), "SELECT metadata->>'source' FROM events WHERE " + stream +
+                                " AND type = 'task.cancel_requested'") == "server/api");
+
+  // Another attempt of the ended task; refused while it has not ended.
+  Http retry = Call(api.api_port, "POST", "/api/v1/tasks/" + id + "/retry");
+  CHECK(retry.status == 202);
+  CHECK(Field(retry.body, "ended_as") == "cancelled");
+  CHECK(Contains(retry.body, "\"next_attempt\":1"));
+  CHECK(Text(db.conninfo(),
+             "SELECT metadata->>'source' || ' ' || (data->>'by') FROM events "
+             "WHERE " +
+                 stream + " AND type = 'task.requeued'") == "server/api user:alice");
+  Http early = Call(api.api_port, "POST", "/api/v1/tasks/" + id + "/retry");
+  CHECK(early.status == 409);
+  CHECK(Contains(Field(early.body, "message"), "has not ended"));
+  CHECK(Call(api.api_port, "GET", "/api/v1/tasks/" + id + "/retry").status == 405);
+  CHECK(Call(api.api_port, "POST", "/api/v1/tasks/00000000-0000-4000-8000-000000000000/retry")
+            .status == 404);
+
+  // Cancel and retry run on the API worker's connection: twenty of them start no backend each
+  // (Postgres counts the sessions started; each probe here is one of them).
+  auto sessions = [&] {
+    return std::stoll(Text(db.conninfo(),
+                           "SELECT sessions FROM pg_stat_database WHERE datname = "
+                           "current_database()"));
+  };
+  auto settled = [&] {
+    long long last = sessions();
+    for (int i = 0; i < 40; ++i) {  // until only the probe itself counts (backends flush at exit)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      long long now = sessions();
+      if (now == last + 1) return now;
+      last = now;
+    }
+    return last;
+  };
+  long long before = settled();
+  for (int i = 0; i < 20; ++i) {
+    // The first cancels the retried task; the scheduler ends it, and later ones are refused.
+    unsigned status = Call(api.api_port, "POST", "/api/v1/tasks/" + id + "/cancel").status;
+    CHECK((status == 202 || status == 409));
+  }
+  long long after = settled();
+  CAPTURE(before);
+  CAPTURE(after);
+  CHECK(after - before <= 12);  // the probes, and workers that had not connected yet (8)
   CHECK(Call(api.api_port, "GET", "/readyz").status == 200);
   StopChild(*api.server.process, SIGTERM);
 }
