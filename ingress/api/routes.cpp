@@ -1,5 +1,7 @@
 #include "ingress/api/routes.h"
 
+#include <limits>
+#include <optional>
 #include <pqxx/pqxx>
 
 #include "core/json.h"
@@ -133,6 +135,48 @@ Target ParseTarget(const std::string& target) {
 
 namespace {
 
+/// `name` from the query as an integer in [lo, hi], `fallback` when absent; nullopt when bad.
+std::optional<long long> QueryInt(const Target& t, const std::string& name, long long lo,
+                                  long long hi, long long fallback) {
+  auto it = t.query.find(name);
+  if (it == t.query.end()) return fallback;
+  try {
+    std::size_t used = 0;
+    long long v = std::stoll(it->second, &used);
+    if (used == it->second.size() && v >= lo && v <= hi) return v;
+  } catch (const std::exception&) {
+  }
+  return std::nullopt;
+}
+
+/// An attempt's output from `after` on; a follower polls with `after` = the answer's `next`
+/// until `complete`.
+ApiResponse Logs(const Target& t, ApiDeps& deps, const std::string& id) {
+  auto attempt = QueryInt(t, "attempt", 1, 1'000'000, 0);
+  if (!attempt) return Error(400, "invalid", "a positive attempt number", "attempt");
+  auto after = QueryInt(t, "after", -1, std::numeric_limits<long long>::max(), -1);
+  if (!after) return Error(400, "invalid", "the `next` of the previous page, or -1", "after");
+  auto limit = QueryInt(t, "limit", 1, 10'000, 1'000);
+  if (!limit) return Error(400, "invalid", "1..10000", "limit");
+  pqxx::read_transaction tx(WorkerConnection(deps.conninfo));
+  auto page = ReadTaskLog(tx, id, *attempt, *after, *limit);
+  if (!page) return Error(404, "not_found", "no task " + id);
+  std::string chunks = "[";
+  for (const auto& c : page->chunks) {
+    chunks +=
+        (chunks.size() > 1 ? "," : "") +
+        core::JsonObject().Int("seq", c.seq).Str("stream", c.stream).Str("text", c.text).Done();
+  }
+  return Json(200, core::JsonObject()
+                       .Str("task", id)
+                       .Int("attempt", page->attempt)
+                       .Str("state", page->state)
+                       .Bool("complete", page->complete)
+                       .Int("next", page->next)
+                       .Raw("chunks", chunks + "]")
+                       .Done());
+}
+
 /// Every route that answers before returning.
 ApiResponse HandleNow(const ApiRequest& req, ApiDeps& deps) {
   Target t = ParseTarget(req.target);
@@ -171,6 +215,10 @@ ApiResponse HandleNow(const ApiRequest& req, ApiDeps& deps) {
       if (action == "cancel" || action == "retry") {
         if (req.method != "POST") return Error(405, "method_not_allowed", "use POST");
         return action == "cancel" ? Cancel(req, deps, id) : Retry(req, deps, id);
+      }
+      if (action == "logs") {
+        if (req.method != "GET") return Error(405, "method_not_allowed", "use GET");
+        return Logs(t, deps, id);
       }
       if (!action.empty()) return Error(404, "not_found", "no route " + t.path);
       if (req.method != "GET") return Error(405, "method_not_allowed", "use GET");

@@ -74,4 +74,32 @@ std::vector<std::string> ListTaskJson(pqxx::transaction_base& tx, const std::str
   return out;
 }
 
+std::optional<TaskLogPage> ReadTaskLog(pqxx::transaction_base& tx, const std::string& id,
+                                       long long attempt, std::int64_t after, long long limit) {
+  // The state first: chunks committed before the ending that state shows are all read below.
+  auto t = tx.exec_params("SELECT state, attempt FROM tasks WHERE id = $1::uuid", id);
+  if (t.empty()) return std::nullopt;
+  TaskLogPage page;
+  page.state = t[0][0].as<std::string>();
+  page.latest = t[0][1].as<long long>();
+  page.attempt = attempt > 0 ? attempt : page.latest;
+  page.next = after;
+  if (page.attempt == 0) return page;  // never placed: no output yet
+  auto rows = tx.exec_params(
+      "SELECT stream_version, data->>'stream', data->>'text', (data->>'seq')::bigint "
+      "FROM events WHERE stream_id = $1 AND stream_version > $2 "
+      "  AND (data->>'attempt')::bigint = $3 ORDER BY stream_version LIMIT $4",
+      "tasklog-" + id, after, page.attempt, limit);
+  for (const auto& r : rows) {
+    page.next = r[0].as<std::int64_t>();
+    page.chunks.push_back({r[3].as<std::int64_t>(), r[1].c_str(), r[2].c_str()});
+  }
+  bool ended = page.latest > page.attempt ||
+               (page.latest == page.attempt &&
+                (page.state == "succeeded" || page.state == "failed" || page.state == "timed_out" ||
+                 page.state == "cancelled" || page.state == "lost" || page.state == "queued"));
+  page.complete = ended && static_cast<long long>(rows.size()) < limit;
+  return page;
+}
+
 }  // namespace unidesk::ingress::api

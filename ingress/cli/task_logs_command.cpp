@@ -4,23 +4,16 @@
 
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <pqxx/pqxx>
 #include <thread>
 
 #include "core/json.h"
 #include "core/pg.h"
+#include "ingress/api/task_queries.h"
 #include "ingress/cli/commands.h"
 
 namespace unidesk::ingress {
-
-namespace {
-
-bool IsEnd(const std::string& state) {
-  return state == "succeeded" || state == "failed" || state == "timed_out" ||
-         state == "cancelled" || state == "lost";
-}
-
-}  // namespace
 
 int RunTasksLogs(const CliContext& ctx, const Args& args) {
   bool json = args.Has("json");
@@ -45,59 +38,44 @@ int RunTasksLogs(const CliContext& ctx, const Args& args) {
     }
     std::int64_t after = -1;  // the last stream version printed
     long long attempt = want_attempt;
-    bool last_read = false;
     for (;;) {
-      std::string state;
-      long long current = 0;
+      std::optional<api::TaskLogPage> page;
       {
         pqxx::read_transaction tx(*conn);
-        auto t = tx.exec_params("SELECT state, attempt FROM tasks WHERE id = $1::uuid", id);
-        if (t.empty()) return Fail("no task " + id + " (`unidesk tasks list`)");
-        state = t[0][0].as<std::string>();
-        current = t[0][1].as<long long>();
-        if (attempt == 0) attempt = current;  // the latest attempt by default
-        if (attempt == 0 && !follow) {
-          std::fprintf(stderr, "task %s has not run yet (%s)\n", id.c_str(), state.c_str());
-          return 0;
-        }
-        auto rows = tx.exec_params(
-            "SELECT stream_version, data->>'stream', data->>'text', (data->>'seq')::bigint "
-            "FROM events WHERE stream_id = $1 AND stream_version > $2 "
-            "  AND (data->>'attempt')::bigint = $3 ORDER BY stream_version",
-            "tasklog-" + id, after, attempt);
-        for (const auto& r : rows) {
-          after = r[0].as<std::int64_t>();
-          if (json) {
-            std::printf("%s\n", core::JsonObject()
-                                    .Str("task", id)
-                                    .Int("attempt", attempt)
-                                    .Int("seq", r[3].as<std::int64_t>())
-                                    .Str("stream", r[1].c_str())
-                                    .Str("text", r[2].c_str())
-                                    .Done()
-                                    .c_str());
-          } else {
-            std::fputs(r[2].c_str(), stdout);
-          }
-        }
-        std::fflush(stdout);
+        page = api::ReadTaskLog(tx, id, attempt, after, 10000);
       }
-      bool over = attempt > 0 && (current > attempt || (current == attempt && IsEnd(state)) ||
-                                  (current == attempt && state == "queued"));
+      if (!page) return Fail("no task " + id + " (`unidesk tasks list`)");
+      attempt = page->attempt;  // the latest, once there is one, and then that one
+      if (attempt == 0 && !follow) {
+        std::fprintf(stderr, "task %s has not run yet (%s)\n", id.c_str(), page->state.c_str());
+        return 0;
+      }
+      for (const auto& c : page->chunks) {
+        if (json) {
+          std::printf("%s\n", core::JsonObject()
+                                  .Str("task", id)
+                                  .Int("attempt", attempt)
+                                  .Int("seq", c.seq)
+                                  .Str("stream", c.stream)
+                                  .Str("text", c.text)
+                                  .Done()
+                                  .c_str());
+        } else {
+          std::fputs(c.text.c_str(), stdout);
+        }
+      }
+      std::fflush(stdout);
+      after = page->next;
       if (!follow) return 0;
-      if (last_read) {
+      if (page->complete) {
         if (!json) {
           std::fprintf(stderr, "[unidesk] attempt %lld ended: %s\n", attempt,
-                       current > attempt ? "a newer attempt started" : state.c_str());
+                       page->latest > attempt ? "a newer attempt started" : page->state.c_str());
         }
         return 0;
       }
-      // The attempt's last chunks come before its ending report: one more read gets them all.
-      if (over) {
-        last_read = true;
-        continue;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      // A full page: read on at once; else wait for more output.
+      if (page->chunks.size() < 10000) std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
   } catch (const pqxx::broken_connection& e) {
     return Fail(DatabaseDown(ctx.conninfo, e));

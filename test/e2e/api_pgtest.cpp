@@ -12,7 +12,10 @@
 #include <set>
 #include <thread>
 
+#include "core/event_catalogue.h"
+#include "core/event_store.h"
 #include "core/json.h"
+#include "core/log.h"
 #include "test/e2e/node_support.h"
 #include "test/e2e/socket_probe.h"
 
@@ -207,6 +210,84 @@ TEST_CASE("POST /api/v1/tasks: created, repeated with the same key, refused nami
   CAPTURE(after);
   CHECK(after - before <= 12);  // the probes, and workers that had not connected yet (8)
   CHECK(Call(api.api_port, "GET", "/readyz").status == 200);
+  StopChild(*api.server.process, SIGTERM);
+}
+
+TEST_CASE("GET /api/v1/tasks/{id}/logs: pages of an attempt's output, complete once it ended") {
+  TestDatabase db;
+  ApiServer api = StartApi(db.conninfo());
+  REQUIRE(api.api_port > 0);
+  Http created = Call(api.api_port, "POST", "/api/v1/tasks", Task(R"("name":"chatty")"));
+  REQUIRE(created.status == 201);
+  std::string id = Field(created.body, "task");
+  const std::string logs = "/api/v1/tasks/" + id + "/logs";
+  REQUIRE(WaitUntil([&] { return Call(api.api_port, "GET", logs).status == 200; },
+                    std::chrono::seconds(10)));
+  Http none = Call(api.api_port, "GET", logs);  // never placed: no output yet
+  CHECK(Contains(none.body, "\"attempt\":0"));
+  CHECK(Contains(none.body, "\"chunks\":[]"));
+  CHECK(Contains(none.body, "\"complete\":false"));
+
+  // What a node's reports leave on the bus: the attempt, its output, its ending (no node runs
+  // here, so the test appends them as the ingress would).
+  core::EventCatalogue catalogue = core::BuiltinCatalogue();
+  core::EventStore store({db.conninfo()}, catalogue, core::NullLogger());
+  auto append = [&](const std::string& stream, const std::string& type, const std::string& data) {
+    core::NewEvent e;
+    e.type = type;
+    e.data_json = data;
+    e.metadata = {"node:n1", id, "", "test"};
+    auto r = store.Append({stream, core::ExpectedVersion::Any(), {e}, {}});
+    REQUIRE_MESSAGE(r.ok(), r.error().message);
+  };
+  // The fields every event of attempt 1 on node n1 starts with.
+  const std::string task = R"({"task":")" + id + R"(","attempt":1,"node":"n1")";
+  append(
+      "task-" + id, "task.assigned",
+      task + R"(,"resources":{"cpu":1,"memory_mb":512,"gpus":0},"gpu_indices":[],"queued_ms":1})");
+  for (int seq = 1; seq <= 3; ++seq) {
+    append("tasklog-" + id, "task.log",
+           R"({"task":")" + id + R"(","attempt":1,"seq":)" + std::to_string(seq) +
+               R"(,"stream":"stdout","text":"line )" + std::to_string(seq) + R"(\n"})");
+  }
+  REQUIRE(WaitUntil([&] { return Contains(Call(api.api_port, "GET", logs).body, "\"attempt\":1"); },
+                    std::chrono::seconds(10)));
+  Http first = Call(api.api_port, "GET", logs + "?limit=2");
+  CHECK(first.status == 200);
+  CHECK(Contains(first.body, R"("chunks":[{"seq":1,"stream":"stdout","text":"line 1\n"},)"
+                             R"({"seq":2,"stream":"stdout","text":"line 2\n"}])"));
+  CHECK(Contains(first.body, "\"complete\":false"));
+  std::string next = core::JsonReader(first.body).Raw("next").value_or("");
+  Http rest = Call(api.api_port, "GET", logs + "?attempt=1&after=" + next);
+  CHECK(Contains(rest.body, R"("chunks":[{"seq":3,"stream":"stdout","text":"line 3\n"}])"));
+  CHECK(Contains(rest.body, "\"complete\":false"));  // still running
+  next = core::JsonReader(rest.body).Raw("next").value_or("");
+
+  append("task-" + id, "task.succeeded", task + R"(,"exit_code":0,"run_ms":5})");
+  REQUIRE(WaitUntil(
+      [&] {
+        return Field(Call(api.api_port, "GET", "/api/v1/tasks/" + id).body, "state") == "succeeded";
+      },
+      std::chrono::seconds(10)));
+  Http done = Call(api.api_port, "GET", logs + "?after=" + next);
+  CHECK(Contains(done.body, "\"chunks\":[]"));
+  CHECK(Contains(done.body, "\"complete\":true"));
+  CHECK(Contains(done.body, "\"state\":\"succeeded\""));
+
+  // Bad input names its field.
+  for (auto [query, field] : {std::pair{"?attempt=0", "attempt"},
+                              {"?after=x", "after"},
+                              {"?limit=100000", "limit"},
+                              {"?limit=2x", "limit"}}) {
+    Http bad = Call(api.api_port, "GET", logs + query);
+    CHECK(bad.status == 400);
+    CHECK(Field(bad.body, "field") == field);
+  }
+  CHECK(Call(api.api_port, "POST", logs).status == 405);
+  CHECK(
+      Call(api.api_port, "GET", "/api/v1/tasks/00000000-0000-4000-8000-000000000000/logs").status ==
+      404);
+  store.Stop();
   StopChild(*api.server.process, SIGTERM);
 }
 
