@@ -58,10 +58,6 @@ std::string KeysArray(const std::set<std::int64_t>& keys) {
 
 }  // namespace
 
-void LockAllInOrder(pqxx::transaction_base& tx, const std::set<std::int64_t>& keys) {
-  ExecPrepared(tx, "lock_all_in_order", kLockAllInOrder, KeysArray(keys));
-}
-
 std::string LockAllInOrderSql(pqxx::transaction_base& tx, const std::set<std::int64_t>& keys) {
   std::string sql = kLockAllInOrder;
   return sql.replace(sql.find("$1"), 2, tx.quote(KeysArray(keys)));

@@ -41,12 +41,10 @@ pqxx::result ExecPrepared(pqxx::transaction_base& tx, const std::string& name,
   return tx.exec_prepared(name, std::forward<Args>(args)...);
 }
 
-/// Takes transaction-scoped advisory locks on all `keys` in one statement, in key order, so two
-/// transactions locking overlapping sets never deadlock.
-void LockAllInOrder(pqxx::transaction_base& tx, const std::set<std::int64_t>& keys);
-
-/// The same statement as plain SQL with the keys inlined, for a pqxx::pipeline (which sends
-/// plain SQL) that takes the locks and reads under them in one round trip.
+/// A statement taking transaction-scoped advisory locks on all `keys`, in key order, so two
+/// transactions locking overlapping sets never deadlock. Plain SQL with the keys inlined, for a
+/// pqxx::pipeline (which sends plain SQL) that takes the locks and reads under them in one
+/// round trip.
 std::string LockAllInOrderSql(pqxx::transaction_base& tx, const std::set<std::int64_t>& keys);
 
 }  // namespace unidesk::core
