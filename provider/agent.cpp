@@ -6,6 +6,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
 #include <deque>
+#include <filesystem>
 #include <thread>
 
 #include "core/ids.h"
@@ -337,6 +338,11 @@ Agent::Agent(AgentConfig config, core::LoggerPtr log)
   runner.node = config_.name;
   runner.data_dir = config_.data_dir;
   runner.docker_socket = config_.probe.docker_socket;
+  // Fetches run as this binary's child (`git-fetch`): found by the kernel's link, not $PATH.
+  std::error_code ec;
+  runner.git.helper = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  if (ec) log_->error("cannot find this executable ({}): every git fetch will fail", ec.message());
+  runner.git.stall_timeout = config_.git_stall_timeout;
   tasks_ = std::make_unique<TaskManager>(
       runner,
       [this](const std::string& kind, const std::string& body) {

@@ -34,6 +34,7 @@ const char* const kAgentUsage =
     "  --disk-watermarks H,L above H% of the data dir's disk in use, remove least recently\n"
     "                        used env images, mirrors and workspaces down to L% (85,70)\n"
     "  --workspace-ttl D     an ended attempt's workspace is kept this long (24h)\n"
+    "  --git-stall-timeout D a git fetch with no progress this long fails the attempt (2m)\n"
     "  --config FILE         `key = value` lines with the same keys as the flags\n"
     "  --version, --help\n"
     "\n"
@@ -129,6 +130,8 @@ core::Result<AgentConfig, std::string> LoadAgentConfig(int argc, char** argv) {
       err = duration(c.backoff.reset);
     } else if (key == "gc-interval") {
       err = duration(c.hygiene_interval);
+    } else if (key == "git-stall-timeout") {
+      err = duration(c.git_stall_timeout);
     } else if (key == "workspace-ttl") {
       std::chrono::milliseconds ttl{0};
       err = duration(ttl);

@@ -25,6 +25,7 @@ struct AgentConfig {
   BackoffSettings backoff;
   std::chrono::milliseconds hygiene_interval{60000};  // orphan reaping and disk collection
   HygienePolicy hygiene;
+  std::chrono::milliseconds git_stall_timeout{120000};  // a fetch silent this long fails
 };
 
 extern const char* const kAgentUsage;

@@ -1,4 +1,5 @@
-// libgit2 stays inside this file: its error codes become GitFailure here and nowhere else.
+// libgit2 stays inside this file and the fetch helper (git_fetch_command.cpp): its error codes
+// become GitFailure here and nowhere else.
 
 #include "provider/git_cache.h"
 
@@ -16,6 +17,8 @@
 #include <thread>
 
 #include "core/ids.h"
+#include "provider/git_fetch_command.h"
+#include "provider/watched_process.h"
 
 namespace unidesk::provider {
 namespace {
@@ -33,7 +36,6 @@ struct Free {
   void operator()(T* p) const { F(p); }
 };
 using Repo = std::unique_ptr<git_repository, Free<git_repository, git_repository_free>>;
-using Remote = std::unique_ptr<git_remote, Free<git_remote, git_remote_free>>;
 using Commit = std::unique_ptr<git_commit, Free<git_commit, git_commit_free>>;
 using Tree = std::unique_ptr<git_tree, Free<git_tree, git_tree_free>>;
 using Index = std::unique_ptr<git_index, Free<git_index, git_index_free>>;
@@ -110,53 +112,70 @@ core::Result<bool, GitFailure> MirrorHasCommit(const std::string& path, const gi
   return HasCommit(repo.value().get(), oid);
 }
 
-struct FetchState {
-  const CancelHook* cancelled;
-  bool aborted = false;
+// libgit2 guards refs and config with `*.lock` files and writes a fetched pack as
+// `objects/pack/tmp_pack_*` before it moves it into place. Under our flock nobody else writes
+// the mirror, so such files were left by a fetch killed midway; a stale lock would block every
+// later fetch, and a partial pack only takes disk.
+void RemoveFetchLeftovers(const std::string& mirror) {
+  std::error_code ec;
+  for (fs::recursive_directory_iterator it(mirror, ec), end; !ec && it != end; it.increment(ec)) {
+    const fs::path& p = it->path();
+    bool leftover = p.extension() == ".lock" || p.filename().string().rfind("tmp_pack_", 0) == 0;
+    if (leftover && it->is_regular_file(ec)) fs::remove(p, ec);
+  }
+}
+
+struct FetchContext {
+  const FetchSettings& settings;
+  const CancelHook& cancelled;
+  const ProgressHook& progress;
 };
 
-int CheckCancel(void* payload) {
-  auto* s = static_cast<FetchState*>(payload);
-  if (*s->cancelled && (*s->cancelled)()) s->aborted = true;
-  return s->aborted ? -1 : 0;  // non-zero makes libgit2 stop the fetch
-}
-int OnTransfer(const git_indexer_progress*, void* p) { return CheckCancel(p); }
-int OnSideband(const char*, int, void* p) { return CheckCancel(p); }
-int OnPack(int, std::uint32_t, std::uint32_t, void* p) { return CheckCancel(p); }
-
-// Fetches every ref of `url` into `repo` as a mirror does: refs/* onto refs/*, forced, pruned.
-MaybeFailure FetchAll(git_repository* repo, const std::string& url, const CancelHook& cancelled) {
-  FetchState state{&cancelled};
-  if (CheckCancel(&state) != 0) {
+// Fetches every ref of `url` into the mirror at `path`, in a child process (FetchSettings).
+MaybeFailure FetchAll(const std::string& path, const std::string& url, const FetchContext& c) {
+  if (c.cancelled && c.cancelled()) {
     return GitFailure{GitError::kCancelled, "fetch of " + url + " cancelled"};
   }
-  git_remote* raw = nullptr;
-  if (git_remote_create_anonymous(&raw, repo, url.c_str()) != 0) {
-    return GitFailure{GitError::kFetchFailed, "fetch of " + url + " failed: " + GitMessage()};
+  if (c.settings.helper.empty()) {
+    return GitFailure{GitError::kFetchFailed,
+                      "fetch of " + url + " failed: no fetch helper is configured"};
   }
-  Remote remote(raw);
-  git_fetch_options opts = GIT_FETCH_OPTIONS_INIT;
-  opts.callbacks.transfer_progress = OnTransfer;
-  opts.callbacks.sideband_progress = OnSideband;
-  opts.callbacks.pack_progress = OnPack;
-  opts.callbacks.payload = &state;
-  opts.prune = GIT_FETCH_PRUNE;
-  opts.update_fetchhead = 0;
-  opts.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_ALL;
-  char spec[] = "+refs/*:refs/*";
-  char* specs[] = {spec};
-  git_strarray refspecs{specs, 1};
-  if (git_remote_fetch(remote.get(), &refspecs, &opts, "unidesk mirror fetch") != 0) {
-    if (state.aborted) return GitFailure{GitError::kCancelled, "fetch of " + url + " cancelled"};
-    return GitFailure{GitError::kFetchFailed, "fetch of " + url + " failed: " + GitMessage()};
+  WatchOptions watch;
+  watch.cancelled = c.cancelled;
+  watch.stall_timeout = c.settings.stall_timeout;
+  watch.on_line = c.progress;
+  WatchedResult r = RunWatched(
+      {c.settings.helper, kGitFetchCommand, "--parent", std::to_string(::getpid()), path, url},
+      watch);
+  switch (r.end) {
+    case WatchedEnd::kExited:
+      if (r.exit_code == 0) return std::nullopt;
+      break;
+    case WatchedEnd::kCancelled:
+      RemoveFetchLeftovers(path);
+      return GitFailure{GitError::kCancelled, "fetch of " + url + " cancelled"};
+    case WatchedEnd::kStalled:
+      RemoveFetchLeftovers(path);
+      return GitFailure{GitError::kFetchFailed,
+                        "fetch of " + url + " failed: no progress for " +
+                            std::to_string(c.settings.stall_timeout.count() / 1000) +
+                            " s (the server accepted the connection and went silent)"};
+    case WatchedEnd::kSpawnFailed:
+      return GitFailure{GitError::kFetchFailed, "fetch of " + url + " failed: " + r.error};
   }
-  return std::nullopt;
+  std::string why = r.stderr_tail;
+  while (!why.empty() && (why.back() == '\n' || why.back() == '\r')) why.pop_back();
+  if (why.empty()) {
+    why = "fetch of " + url + " failed: the fetch helper exited with " +
+          (r.exit_code < 0 ? std::string("a signal") : "code " + std::to_string(r.exit_code));
+  }
+  return GitFailure{GitError::kFetchFailed, why};
 }
 
 // The first fetch goes into `<mirror>.tmp` and is renamed into place, so a mirror that exists
 // is complete. Only called under the mirror lock, so a leftover .tmp is a dead process's.
 MaybeFailure CreateMirror(const std::string& mirror, const std::string& url,
-                          const CancelHook& cancelled) {
+                          const FetchContext& context) {
   const std::string tmp = mirror + ".tmp";
   std::error_code ec;
   fs::remove_all(tmp, ec);
@@ -165,9 +184,8 @@ MaybeFailure CreateMirror(const std::string& mirror, const std::string& url,
   if (git_repository_init(&raw, tmp.c_str(), /*is_bare=*/1) != 0) {
     return IoFailure("create mirror " + tmp);
   }
-  Repo repo(raw);
-  MaybeFailure failed = FetchAll(repo.get(), url, cancelled);
-  repo.reset();
+  git_repository_free(raw);  // an empty bare repository for the helper to fetch into
+  MaybeFailure failed = FetchAll(tmp, url, context);
   if (!failed) {
     fs::rename(tmp, mirror, ec);
     if (!ec) return std::nullopt;
@@ -175,15 +193,6 @@ MaybeFailure CreateMirror(const std::string& mirror, const std::string& url,
   }
   fs::remove_all(tmp, ec);
   return failed;
-}
-
-// libgit2 guards refs and config with `*.lock` files; under our flock nobody else writes the
-// mirror, so any such file was left by a process killed mid-fetch and would block every fetch.
-void RemoveStaleGitLocks(const std::string& mirror) {
-  std::error_code ec;
-  for (fs::recursive_directory_iterator it(mirror, ec), end; !ec && it != end; it.increment(ec)) {
-    if (it->path().extension() == ".lock" && it->is_regular_file(ec)) fs::remove(it->path(), ec);
-  }
 }
 
 // Writes the commit's tree into `dir`. The mirror's index is never written (DONT_UPDATE_INDEX),
@@ -220,7 +229,7 @@ struct Request {
   const std::string& url;
   const std::string& commit_id;
   const git_oid& oid;
-  const CancelHook& cancelled;
+  const FetchContext& fetch;
 };
 
 // Makes sure the mirror holds the commit, fetching only when it does not. Sets `fetched`,
@@ -240,21 +249,19 @@ MaybeFailure EnsureCommit(const std::string& mirror, const Request& req, Prepare
 
   const auto lock_start = Clock::now();
   FlockGuard lock;
-  if (MaybeFailure failed = lock.Acquire(mirror + ".lock", req.cancelled)) return failed;
+  if (MaybeFailure failed = lock.Acquire(mirror + ".lock", req.fetch.cancelled)) return failed;
   out.lock_wait_ms = MsSince(lock_start);
 
   const auto fetch_start = Clock::now();
   if (!fs::exists(mirror, ec)) {
-    if (MaybeFailure failed = CreateMirror(mirror, req.url, req.cancelled)) return failed;
+    if (MaybeFailure failed = CreateMirror(mirror, req.url, req.fetch)) return failed;
     out.mirror_created = true;
   } else {
-    auto repo = OpenMirror(mirror);
-    if (!repo) return repo.error();
-    auto has = HasCommit(repo.value().get(), req.oid);  // another holder may have fetched it
+    auto has = MirrorHasCommit(mirror, req.oid);  // another holder may have fetched it
     if (!has) return has.error();
     if (has.value()) return std::nullopt;
-    RemoveStaleGitLocks(mirror);
-    if (MaybeFailure failed = FetchAll(repo.value().get(), req.url, req.cancelled)) return failed;
+    RemoveFetchLeftovers(mirror);  // of a fetch (or an agent) killed midway
+    if (MaybeFailure failed = FetchAll(mirror, req.url, req.fetch)) return failed;
   }
   out.fetched = true;
   out.fetch_ms = MsSince(fetch_start);
@@ -270,8 +277,8 @@ MaybeFailure EnsureCommit(const std::string& mirror, const Request& req, Prepare
 
 }  // namespace
 
-GitCache::GitCache(std::string data_dir)
-    : mirrors_dir_((fs::path(data_dir) / "git" / "mirrors").string()) {
+GitCache::GitCache(std::string data_dir, FetchSettings fetch)
+    : mirrors_dir_((fs::path(data_dir) / "git" / "mirrors").string()), fetch_(std::move(fetch)) {
   InitLibgit2Once();
 }
 
@@ -280,7 +287,8 @@ std::string GitCache::MirrorPath(const std::string& url) const {
 }
 
 PrepareResult GitCache::Prepare(const std::string& url, const std::string& commit_id,
-                                const std::string& workspace_dir, const CancelHook& cancelled) {
+                                const std::string& workspace_dir, const CancelHook& cancelled,
+                                const ProgressHook& progress) {
   const auto start = Clock::now();
   git_oid oid;
   if (commit_id.size() != GIT_OID_HEXSZ ||
@@ -289,7 +297,8 @@ PrepareResult GitCache::Prepare(const std::string& url, const std::string& commi
                       "'" + commit_id + "' is not a 40-hex commit id (repository " + url + ")"};
   }
   PrepareOutcome out;
-  if (MaybeFailure failed = EnsureCommit(MirrorPath(url), {url, commit_id, oid, cancelled}, out)) {
+  FetchContext fetch{fetch_, cancelled, progress};
+  if (MaybeFailure failed = EnsureCommit(MirrorPath(url), {url, commit_id, oid, fetch}, out)) {
     return *failed;
   }
   const auto checkout_start = Clock::now();

@@ -11,9 +11,14 @@
 #include "core/version.h"
 #include "provider/agent.h"
 #include "provider/agent_config.h"
+#include "provider/git_fetch_command.h"
 
 int main(int argc, char** argv) {
   using namespace unidesk::provider;
+  // The git cache runs its fetches as this binary's child (git_fetch_command.h).
+  if (argc > 1 && std::strcmp(argv[1], kGitFetchCommand) == 0) {
+    return RunGitFetchCommand(argc - 2, argv + 2);
+  }
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--version") == 0) {
       std::printf("unidesk-provider %s (%s)\n", UNIDESK_VERSION, unidesk::core::GitCommit());

@@ -101,9 +101,11 @@ RunOutcome TaskRunner::Run(const Assignment& a, const RunnerHooks& hooks) {
 
   // 1. The code at its commit.
   phase("git");
-  GitCache git(s_.data_dir);
+  GitCache git(s_.data_dir, s_.git);
+  auto git_progress = [&](const std::string& line) { log(false, "[git] " + line + "\n"); };
   auto tg = Clock::now();
-  auto code = git.Prepare(spec.code_repo_url, spec.code_commit_id, workspace, cancelled);
+  auto code =
+      git.Prepare(spec.code_repo_url, spec.code_commit_id, workspace, cancelled, git_progress);
   o.git_ms = MsSince(tg);
   if (!code.ok()) return Failed(o, FromGit(code.error().code), code.error().message);
   o.code_fetched = code.value().fetched;
@@ -117,7 +119,7 @@ RunOutcome TaskRunner::Run(const Assignment& a, const RunnerHooks& hooks) {
     phase("build");
     auto tb = Clock::now();
     std::string env_dir = attempt_dir + "/env";
-    auto env = git.Prepare(spec.env_repo_url, spec.env_commit_id, env_dir, cancelled);
+    auto env = git.Prepare(spec.env_repo_url, spec.env_commit_id, env_dir, cancelled, git_progress);
     if (!env.ok()) {
       o.build_ms = MsSince(tb);
       return Failed(o, FromGit(env.error().code), "env repository: " + env.error().message);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/task_spec.h"
+#include "provider/git_cache.h"
 
 namespace unidesk::provider {
 
@@ -60,6 +61,7 @@ struct RunnerSettings {
   std::string data_dir;
   std::string docker_socket = "/var/run/docker.sock";
   int stop_grace_s = 10;  // SIGTERM, then SIGKILL after this
+  FetchSettings git;      // how the git cache fetches (its helper binary, the stall limit)
 };
 
 /// The env image's tag: the same (env repo, env commit, Dockerfile path) always gives the same

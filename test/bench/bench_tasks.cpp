@@ -186,6 +186,7 @@ double PrepareCachedMs(const std::string& dir) {
   s.node = "bench";
   s.data_dir = dir + "/provider";
   s.docker_socket = docker.socket;
+  s.git = test::GitFetch();
   provider::Assignment a = repos.Assignment("");
   double ms = -1;
   for (int run = 1; run <= 2; ++run) {

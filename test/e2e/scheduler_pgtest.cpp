@@ -205,13 +205,21 @@ TEST_CASE("tasks go to nodes that fit, or wait saying why; cancel and idempotenc
     Outcome again = Cli(db.conninfo(), "tasks cancel " + late);
     CHECK(again.code == 1);
     CHECK(Contains(again.err, "has ended (cancelled)"));
+    REQUIRE(WaitTask(db.conninfo(), cpu2, "state", "preparing"));  // in the hung fetch
+    small->Signal(SIGSTOP);  // the node cannot answer yet: both cancels find the task running
     Outcome assigned = Cli(db.conninfo(), "tasks cancel " + cpu2 + " --json");
     CHECK(assigned.code == 0);
-    // The node is told (its fetch hangs, so the attempt ends only when the fetch fails).
+    // The node is told; its fetch hangs on a server that never answers, and the cancel stops
+    // it there: the attempt ends cancelled and the node's cores are free again.
     CHECK(CountEvents(db.conninfo(), "type = 'task.cancel_requested' AND stream_id = 'task-" +
                                          cpu2 + "' AND data->>'node' = 'small'") == 1);
     Outcome twice = Cli(db.conninfo(), "tasks cancel " + cpu2 + " --json");
     CHECK(Contains(twice.out, "\"already\":true"));
+    small->Signal(SIGCONT);
+    REQUIRE(WaitTask(db.conninfo(), cpu2, "state", "cancelled"));
+    CHECK(Contains(TaskField(db.conninfo(), cpu2, "reason"), "cancelled"));
+    std::string after = Submit(db.conninfo(), "--name after-cancel --cpu 2");
+    REQUIRE(WaitTask(db.conninfo(), after, "node", "small"));
     Outcome unknown = Cli(db.conninfo(), "tasks cancel 00000000-0000-0000-0000-000000000000");
     CHECK(unknown.code == 1);
     CHECK(Contains(unknown.err, "no task"));

@@ -2,23 +2,34 @@
 
 #include "provider/git_cache.h"
 
+#include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <future>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <thread>
 #include <vector>
+
+#include "test/support/harness.h"
 
 using namespace unidesk::provider;
 namespace fs = std::filesystem;
@@ -84,6 +95,63 @@ struct Origin {
   std::string Workspace(const std::string& name) const { return root + "/ws-" + name; }
 };
 
+/// A git server that accepts connections and never answers: libgit2 alone would wait forever.
+struct SilentServer {
+  int fd = -1;
+  int port = 0;
+  std::atomic<bool> stop{false};
+  std::atomic<int> accepted{0};
+  std::mutex mu;
+  std::vector<int> conns;
+  std::thread thread;
+
+  SilentServer() {
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&a), len) == 0);
+    REQUIRE(listen(fd, 16) == 0);
+    REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+    port = ntohs(a.sin_port);
+    thread = std::thread([this] {
+      while (!stop) {
+        pollfd p{fd, POLLIN, 0};
+        if (poll(&p, 1, 50) <= 0) continue;
+        int c = accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
+        if (c < 0) continue;
+        std::lock_guard<std::mutex> lock(mu);
+        conns.push_back(c);
+        ++accepted;
+      }
+    });
+  }
+  ~SilentServer() {
+    stop = true;
+    thread.join();
+    for (int c : conns) close(c);
+    close(fd);
+  }
+  std::string Url() const { return "http://127.0.0.1:" + std::to_string(port) + "/code.git"; }
+};
+
+/// Runs `prepare` with a deadline. A fetch that cannot be stopped would otherwise hang the test
+/// until CTest's timeout, so a miss ends the process at once, saying why.
+PrepareResult WithDeadline(std::function<PrepareResult()> prepare, std::chrono::seconds limit) {
+  auto done = std::make_shared<std::promise<PrepareResult>>();
+  auto result = done->get_future();
+  std::thread([done, prepare] { done->set_value(prepare()); }).detach();
+  if (result.wait_for(limit) != std::future_status::ready) {
+    std::fprintf(stderr, "FAILED: the fetch was still running after %lld s\n",
+                 static_cast<long long>(limit.count()));
+    std::_Exit(1);
+  }
+  return result.get();
+}
+
+const std::string kSomeCommit = "0123456789abcdef0123456789abcdef01234567";
+
 }  // namespace
 
 TEST_CASE("git cache: first Prepare creates the mirror; the second one does not fetch") {
@@ -94,7 +162,7 @@ TEST_CASE("git cache: first Prepare creates the mirror; the second one does not 
   std::string a2 = o.Commit({});
   CHECK(a2 != a);  // the mode change is a commit of its own
   o.Commit({{"later.txt", "not in a2\n"}});
-  GitCache cache(o.data);
+  GitCache cache(o.data, unidesk::test::GitFetch());
 
   auto first = cache.Prepare(o.url, a2, o.Workspace("1"));
   REQUIRE_MESSAGE(first.ok(), first.error().message);
@@ -126,7 +194,7 @@ TEST_CASE("git cache: first Prepare creates the mirror; the second one does not 
 TEST_CASE("git cache: a commit made after the mirror exists is fetched incrementally") {
   Origin o;
   std::string a = o.Commit({{"a.txt", "one\n"}, {"old.txt", "old\n"}});
-  GitCache cache(o.data);
+  GitCache cache(o.data, unidesk::test::GitFetch());
   auto first = cache.Prepare(o.url, a, o.Workspace("a"));
   REQUIRE_MESSAGE(first.ok(), first.error().message);
 
@@ -134,8 +202,11 @@ TEST_CASE("git cache: a commit made after the mirror exists is fetched increment
   std::string b = o.Commit({{"a.txt", "two\n"}, {"c/new.txt", "new\n"}}, {"old.txt"});
   // A ref lock left by a fetch that was killed midway must not block the next fetch.
   std::ofstream(cache.MirrorPath(o.url) + "/refs/heads/feature.lock") << "stale";
+  const std::string partial_pack = cache.MirrorPath(o.url) + "/objects/pack/tmp_pack_Ab12Cd";
+  std::ofstream(partial_pack) << "half a pack";  // ... and the pack it was receiving
   auto got = cache.Prepare(o.url, b, o.Workspace("b"));
   REQUIRE_MESSAGE(got.ok(), got.error().message);
+  CHECK(!fs::exists(partial_pack));
   CHECK(got.value().fetched);
   CHECK(!got.value().mirror_created);
   CHECK(ReadTree(o.Workspace("b")) == Files{{"a.txt", "two\n"}, {"c/new.txt", "new\n"}});
@@ -150,7 +221,7 @@ TEST_CASE("git cache: a commit made after the mirror exists is fetched increment
 TEST_CASE("git cache: unknown commits, unreachable repositories and bad ids are typed errors") {
   Origin o;
   o.Commit({{"a.txt", "a\n"}});
-  GitCache cache(o.data);
+  GitCache cache(o.data, unidesk::test::GitFetch());
   const std::string missing = "0123456789abcdef0123456789abcdef01234567";
 
   auto r = cache.Prepare(o.url, missing, o.Workspace("1"));
@@ -182,7 +253,7 @@ TEST_CASE("git cache: concurrent Prepares of one repository share one valid mirr
   Files files;
   for (int i = 0; i < 200; ++i) files["f/" + std::to_string(i) + ".txt"] = std::to_string(i * i);
   std::string a = o.Commit(files);
-  GitCache cache(o.data);
+  GitCache cache(o.data, unidesk::test::GitFetch());
 
   constexpr int kThreads = 4;
   std::vector<std::optional<PrepareResult>> results(kThreads);
@@ -211,7 +282,7 @@ TEST_CASE("git cache: concurrent Prepares of one repository share one valid mirr
 TEST_CASE("git cache: a held mirror lock is waited for; one left by a killed process is not") {
   Origin o;
   std::string a = o.Commit({{"a.txt", "a\n"}});
-  GitCache cache(o.data);
+  GitCache cache(o.data, unidesk::test::GitFetch());
   const std::string lock = cache.MirrorPath(o.url) + ".lock";
   fs::create_directories(fs::path(lock).parent_path());
 
@@ -251,7 +322,7 @@ TEST_CASE("git cache: a held mirror lock is waited for; one left by a killed pro
 TEST_CASE("git cache: the cancel hook stops a fetch and leaves no half-made mirror") {
   Origin o;
   std::string a = o.Commit({{"a.txt", "a\n"}});
-  GitCache cache(o.data);
+  GitCache cache(o.data, unidesk::test::GitFetch());
 
   auto at_once = cache.Prepare(o.url, a, o.Workspace("1"), [] { return true; });
   REQUIRE(!at_once.ok());
@@ -269,4 +340,70 @@ TEST_CASE("git cache: the cancel hook stops a fetch and leaves no half-made mirr
   auto r = cache.Prepare(o.url, a, o.Workspace("3"), [] { return false; });
   REQUIRE_MESSAGE(r.ok(), r.error().message);
   CHECK(r.value().mirror_created);
+}
+
+TEST_CASE("git cache: a fetch from a server that never answers is cancelled or times out") {
+  Origin o;
+  SilentServer server;
+  using std::chrono::steady_clock;
+
+  SUBCASE("cancel stops it, and no half-made mirror is left") {
+    GitCache cache(o.data, unidesk::test::GitFetch());
+    auto start = steady_clock::now();
+    auto cancel_soon = [start] {
+      return steady_clock::now() - start > std::chrono::milliseconds(500);
+    };
+    PrepareResult r = WithDeadline(
+        [&] { return cache.Prepare(server.Url(), kSomeCommit, o.Workspace("c"), cancel_soon); },
+        std::chrono::seconds(20));
+    REQUIRE(!r.ok());
+    CHECK(r.error().code == GitError::kCancelled);
+    CHECK(server.accepted >= 1);  // it was waiting on the server, not refused
+    CHECK(steady_clock::now() - start < std::chrono::seconds(5));
+    CHECK(!fs::exists(cache.MirrorPath(server.Url())));
+    CHECK(!fs::exists(cache.MirrorPath(server.Url()) + ".tmp"));
+  }
+  SUBCASE("silence past the stall limit fails it, naming the limit") {
+    GitCache cache(o.data, unidesk::test::GitFetch(std::chrono::seconds(1)));
+    auto start = steady_clock::now();
+    PrepareResult r =
+        WithDeadline([&] { return cache.Prepare(server.Url(), kSomeCommit, o.Workspace("s")); },
+                     std::chrono::seconds(20));
+    REQUIRE(!r.ok());
+    CHECK(r.error().code == GitError::kFetchFailed);
+    INFO(r.error().message);
+    CHECK(r.error().message.find("no progress for 1 s") != std::string::npos);
+    CHECK(r.error().message.find(server.Url()) != std::string::npos);
+    CHECK(steady_clock::now() - start >= std::chrono::seconds(1));
+    CHECK(steady_clock::now() - start < std::chrono::seconds(8));
+    CHECK(!fs::exists(cache.MirrorPath(server.Url()) + ".tmp"));
+  }
+}
+
+TEST_CASE("git cache: a fetch reports its progress; without a fetch helper it fails saying so") {
+  Origin o;
+  std::string a = o.Commit({{"a.txt", "a\n"}});
+  {
+    GitCache unconfigured(o.data);
+    auto r = unconfigured.Prepare(o.url, a, o.Workspace("none"));
+    REQUIRE(!r.ok());
+    CHECK(r.error().code == GitError::kFetchFailed);
+    CHECK(r.error().message.find("no fetch helper") != std::string::npos);
+  }
+  {
+    GitCache wrong(o.data, {o.root + "/no-such-binary", std::chrono::seconds(5)});
+    auto r = wrong.Prepare(o.url, a, o.Workspace("wrong"));
+    REQUIRE(!r.ok());
+    CHECK(r.error().code == GitError::kFetchFailed);
+    INFO(r.error().message);
+    CHECK(r.error().message.find("no-such-binary") != std::string::npos);
+  }
+  GitCache cache(o.data, unidesk::test::GitFetch());
+  std::vector<std::string> lines;
+  auto r = cache.Prepare(o.url, a, o.Workspace("p"), {},
+                         [&](const std::string& line) { lines.push_back(line); });
+  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  REQUIRE(!lines.empty());
+  CHECK(lines.back().rfind("fetched 3 objects", 0) == 0);  // commit, tree, blob
+  CHECK(ReadTree(o.Workspace("p")) == Files{{"a.txt", "a\n"}});
 }

@@ -105,6 +105,7 @@ TEST_CASE("on a real engine: what runs left is collected, what a running attempt
   s.node = "hyg";
   s.data_dir = data;
   s.docker_socket = docker.socket;
+  s.git = test::GitFetch();
   Assignment a = repos.Assignment("task-one");
   RunOutcome o = TaskRunner(s).Run(a, {});
   REQUIRE(o.state == "succeeded");
@@ -166,6 +167,7 @@ TEST_CASE("on a real engine: orphaned containers are reaped; only an unreported 
   s.node = "reaper";
   s.data_dir = test::e2e::TempPath("reaper-data");
   s.docker_socket = docker.socket;
+  s.git = test::GitFetch();
   Assignment a = repos.Assignment("build-only");
   RunOutcome o = TaskRunner(s).Run(a, {});
   REQUIRE(o.state == "succeeded");

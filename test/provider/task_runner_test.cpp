@@ -100,6 +100,7 @@ Run Execute(const Assignment& a, const std::string& data_dir, std::function<bool
   RunnerSettings s;
   s.data_dir = data_dir;
   s.docker_socket = socket.empty() ? F().socket : socket;
+  s.git = test::GitFetch();
   s.stop_grace_s = 1;
   Run r;
   RunnerHooks hooks;
@@ -110,15 +111,18 @@ Run Execute(const Assignment& a, const std::string& data_dir, std::function<bool
   return r;
 }
 
-// The task's own output: without the build's lines, which appear when this run built the image
-// (it is the first to need it, e.g. when the test case that builds it runs alone or failed).
+// The task's own output: without the fetch's and the build's lines, which appear when this run
+// fetched or built (it is the first to need it, e.g. when the test case that builds it runs
+// alone or failed).
 std::string RunOutput(const std::string& log) {
   std::string out;
   size_t at = 0;
   while (at < log.size()) {
     size_t end = log.find('\n', at);
     end = end == std::string::npos ? log.size() : end + 1;
-    if (log.compare(at, 8, "[build] ") != 0) out.append(log, at, end - at);
+    if (log.compare(at, 8, "[build] ") != 0 && log.compare(at, 6, "[git] ") != 0) {
+      out.append(log, at, end - at);
+    }
     at = end;
   }
   return out;
@@ -211,6 +215,7 @@ TEST_CASE("faults end with the class and reason a person would expect") {
     RunnerSettings s;
     s.data_dir = data;
     s.docker_socket = F().socket;
+    s.git = test::GitFetch();
     RunnerHooks h;
     h.on_phase = [&](const std::string& p, const RunOutcome&) {
       building = building || p == "build";

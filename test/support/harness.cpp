@@ -36,6 +36,10 @@ std::string UniqueName(const char* prefix) {
 std::string RepoRoot() { return UNIDESK_SOURCE_DIR; }
 std::string BuildDir() { return UNIDESK_BINARY_DIR; }
 
+provider::FetchSettings GitFetch(std::chrono::milliseconds stall_timeout) {
+  return {BuildDir() + "/provider/unidesk-provider", stall_timeout};
+}
+
 std::string ClusterConninfo() {
   if (const char* env = std::getenv("UNIDESK_TEST_PG"); env && *env) return env;
   std::ifstream f(BuildDir() + "/test-pg/conninfo");

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/event_catalogue.h"
+#include "provider/git_cache.h"
 
 namespace unidesk::test {
 
@@ -18,6 +19,10 @@ std::string ClusterConninfo();
 /// The repository root and the build folder.
 std::string RepoRoot();
 std::string BuildDir();
+
+/// How a test's git cache fetches: through the built agent binary (`git-fetch`), as the agent
+/// does, with the default stall limit unless told.
+provider::FetchSettings GitFetch(std::chrono::milliseconds stall_timeout = std::chrono::minutes(2));
 
 /// `base` with dbname replaced.
 std::string WithDatabase(const std::string& base, const std::string& dbname);

@@ -1,0 +1,84 @@
+// The watched child process against real processes (/bin/sh): output, exit codes, the stall
+// limit, cancel, a binary that does not exist, and what the child inherits.
+
+#include "provider/watched_process.h"
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+using namespace unidesk::provider;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+WatchedResult Sh(const std::string& script, WatchOptions o = {},
+                 std::vector<std::string>* lines = nullptr) {
+  if (lines) o.on_line = [lines](const std::string& l) { lines->push_back(l); };
+  return RunWatched({"/bin/sh", "-c", script}, o);
+}
+
+}  // namespace
+
+TEST_CASE("watched process: lines, the exit code and the end of stderr come back") {
+  std::vector<std::string> lines;
+  WatchedResult r = Sh("echo one; printf 'two\\nthree'; echo oops >&2; exit 3", {}, &lines);
+  CHECK(r.end == WatchedEnd::kExited);
+  CHECK(r.exit_code == 3);
+  CHECK(lines == std::vector<std::string>{"one", "two", "three"});  // the unterminated one too
+  CHECK(r.stderr_tail == "oops\n");
+
+  r = Sh("kill -9 $$");
+  CHECK(r.end == WatchedEnd::kExited);
+  CHECK(r.exit_code == -1);  // ended by a signal
+}
+
+TEST_CASE("watched process: silence past the stall limit kills it; output keeps it alive") {
+  WatchOptions o;
+  o.stall_timeout = std::chrono::milliseconds(400);
+  auto start = Clock::now();
+  WatchedResult r = Sh("sleep 30", o);
+  CHECK(r.end == WatchedEnd::kStalled);
+  CHECK(Clock::now() - start < std::chrono::seconds(5));
+
+  // Talking every 100 ms for 1.2 s: three times the limit, never silent for it.
+  std::vector<std::string> lines;
+  r = Sh("for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo $i; sleep 0.1; done", o, &lines);
+  CHECK(r.end == WatchedEnd::kExited);
+  CHECK(r.exit_code == 0);
+  CHECK(lines.size() == 12);
+}
+
+TEST_CASE("watched process: cancel kills it at once") {
+  auto start = Clock::now();
+  WatchOptions o;
+  o.cancelled = [&] { return Clock::now() - start > std::chrono::milliseconds(300); };
+  WatchedResult r = Sh("sleep 30", o);
+  CHECK(r.end == WatchedEnd::kCancelled);
+  CHECK(Clock::now() - start < std::chrono::seconds(5));
+}
+
+TEST_CASE("watched process: a binary that does not exist is a spawn failure naming it") {
+  WatchedResult r = RunWatched({"/nonexistent/helper", "x"}, {});
+  CHECK(r.end == WatchedEnd::kSpawnFailed);
+  CHECK(r.error.find("/nonexistent/helper") != std::string::npos);
+}
+
+TEST_CASE("watched process: the child inherits no descriptor beyond stdin, stdout, stderr") {
+  // Without close-on-exec, as a careless library might; numbered apart from ls's own handle.
+  int opened = open("/dev/null", O_RDONLY);
+  int leaked = fcntl(opened, F_DUPFD, 100);
+  close(opened);
+  REQUIRE(leaked >= 100);
+  std::vector<std::string> lines;
+  // The shell's own listing descriptor is the only other one ls sees.
+  WatchedResult r = Sh("ls /proc/self/fd", {}, &lines);
+  close(leaked);
+  REQUIRE(r.exit_code == 0);
+  CHECK(lines.size() <= 4);  // 0, 1, 2 and ls's directory handle
+  for (const auto& l : lines) CHECK(l != std::to_string(leaked));
+}
