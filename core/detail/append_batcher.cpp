@@ -1,6 +1,6 @@
 #include "core/detail/append_batcher.h"
 
-#include <set>
+#include <algorithm>
 
 #include "core/detail/append_plan.h"
 #include "core/pg.h"
@@ -75,23 +75,37 @@ void AppendBatcher::Stop() {
 
 AppendBatcher::Group AppendBatcher::TakeGroup() {
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [this] { return !queue_.empty() || stopping_; });
-  Group group;
-  std::set<std::string> keys;
-  for (auto it = queue_.begin();
-       it != queue_.end() && static_cast<int>(group.size()) < options_.max_group_requests;) {
-    // Two requests with one idempotency key go to different groups: the second must see the
-    // first's committed record.
-    const auto& key = (*it)->request.idempotency_key;
-    if (key && !keys.insert(*key).second) {
-      ++it;
-      continue;
+  for (;;) {
+    std::vector<const AppendRequest*> queued;
+    for (const auto& p : queue_) queued.push_back(&p->request);
+    std::vector<std::size_t> picked = PickGroup(
+        queued, in_flight_, static_cast<std::size_t>(std::max(1, options_.max_group_requests)));
+    Group group;
+    for (std::size_t i : picked) {
+      in_flight_.insert(queue_[i]->request.stream_id);
+      group.push_back(std::move(queue_[i]));
     }
-    group.push_back(std::move(*it));
-    it = queue_.erase(it);
+    if (!group.empty()) {
+      std::deque<std::unique_ptr<Pending>> rest;
+      for (auto& p : queue_) {
+        if (p) rest.push_back(std::move(p));
+      }
+      queue_.swap(rest);
+      if (!queue_.empty()) cv_.notify_one();  // another writer can start the next group now
+      return group;
+    }
+    if (queue_.empty() && stopping_) return group;
+    // Nothing queued, or only requests behind a group in flight: wait for either to change.
+    cv_.wait(lock);
   }
-  if (!queue_.empty()) cv_.notify_one();  // another writer can start the next group now
-  return group;
+}
+
+void AppendBatcher::Release(const Group& group) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& p : group) in_flight_.erase(in_flight_.find(p->request.stream_id));
+  }
+  cv_.notify_all();
 }
 
 void AppendBatcher::WriterLoop() {
@@ -102,6 +116,7 @@ void AppendBatcher::WriterLoop() {
     Batch batch;
     for (auto& p : group) batch.push_back(p.get());
     std::vector<AppendResult> results = RunGroup(conn, batch, /*allow_retry=*/true);
+    Release(group);
     bool wrote = false;
     for (const auto& r : results) wrote = wrote || (r.ok() && !r.value().repeated);
     if (wrote && notifier_ != nullptr) notifier_->Signal();

@@ -7,6 +7,8 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -40,7 +42,10 @@ class AppendBatcher {
   using Batch = std::vector<Pending*>;  // a view of (part of) a group
 
   void WriterLoop();
+  /// Waits for requests it may take (PickGroup); empty only when stopping with nothing queued.
   Group TakeGroup();
+  /// The group is committed (or failed): its streams may go into the next groups.
+  void Release(const Group& group);
   std::vector<AppendResult> RunGroup(std::unique_ptr<pqxx::connection>& conn, const Batch& batch,
                                      bool allow_retry);
   std::vector<AppendResult> RunEachAlone(std::unique_ptr<pqxx::connection>& conn,
@@ -57,6 +62,7 @@ class AppendBatcher {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::unique_ptr<Pending>> queue_;
+  std::multiset<std::string> in_flight_;  // the streams of the groups being written
   bool stopping_ = false;
   std::vector<std::thread> writers_;
 };

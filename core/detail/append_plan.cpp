@@ -16,6 +16,24 @@ std::string VersionText(std::int64_t v) { return v < 0 ? "no stream" : std::to_s
 
 }  // namespace
 
+std::vector<std::size_t> PickGroup(const std::vector<const AppendRequest*>& queued,
+                                   const std::multiset<std::string>& in_flight, std::size_t limit) {
+  std::vector<std::size_t> picked;
+  std::set<std::string> keys, left_streams;
+  for (std::size_t i = 0; i < queued.size() && picked.size() < limit; ++i) {
+    const AppendRequest& r = *queued[i];
+    bool wait = in_flight.count(r.stream_id) > 0 || left_streams.count(r.stream_id) > 0 ||
+                (r.idempotency_key && keys.count(*r.idempotency_key) > 0);
+    if (wait) {
+      left_streams.insert(r.stream_id);
+      continue;
+    }
+    if (r.idempotency_key) keys.insert(*r.idempotency_key);
+    picked.push_back(i);
+  }
+  return picked;
+}
+
 std::string RequestHash(const AppendRequest& request) {
   std::string canon = request.stream_id;
   canon.push_back('\0');

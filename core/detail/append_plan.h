@@ -1,8 +1,11 @@
 #pragma once
-// Pure decision of a group commit: which appends write, which repeat, which are refused.
+// Pure decisions of a group commit: which queued appends form the next group, and which of a
+// group's appends write, which repeat, which are refused.
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -43,6 +46,14 @@ struct PlanStep {
   AppendOutcome repeat;            // kRepeat: the original outcome
   TypedError<AppendError> error{AppendError::kInvalidRequest, ""};  // kReject
 };
+
+/// Which of the queued requests (oldest first) form the next group, by index, at most `limit`.
+/// Appends to one stream land in the order they were queued: a stream in a group still in
+/// flight on another writer (`in_flight`) is left for a later group, and so is every request
+/// after one that is left, on the same stream. Two requests with one idempotency key go to
+/// different groups, since the second must see the first's committed record.
+std::vector<std::size_t> PickGroup(const std::vector<const AppendRequest*>& queued,
+                                   const std::multiset<std::string>& in_flight, std::size_t limit);
 
 /// Fingerprint of what an idempotency key protects: stream, expectation, types and data.
 std::string RequestHash(const AppendRequest& request);

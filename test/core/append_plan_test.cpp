@@ -93,3 +93,43 @@ TEST_CASE("the request hash covers stream, expectation, types and data but not e
   AppendRequest c = Req("s", ExpectedVersion::Exactly(0));
   CHECK(RequestHash(a) != RequestHash(c));
 }
+
+TEST_CASE("the next group keeps each stream's appends in the order they were queued") {
+  struct Case {
+    const char* name;
+    std::vector<AppendRequest> queued;
+    std::multiset<std::string> in_flight;
+    std::size_t limit;
+    std::vector<std::size_t> picked;
+  };
+  auto any = ExpectedVersion::Any();
+  std::vector<Case> cases = {
+      {"nothing in flight: everything, in order",
+       {Req("a", any), Req("b", any), Req("a", any)},
+       {},
+       10,
+       {0, 1, 2}},
+      {"the limit takes the oldest", {Req("a", any), Req("b", any), Req("c", any)}, {}, 2, {0, 1}},
+      {"a stream in flight waits, the others go",
+       {Req("a", any), Req("b", any), Req("a", any), Req("c", any)},
+       {"a"},
+       10,
+       {1, 3}},
+      {"a repeated idempotency key waits, and so do its stream's later appends",
+       {Req("a", any, 1, "k"), Req("b", any, 1, "k"), Req("b", any), Req("c", any)},
+       {},
+       10,
+       {0, 3}},
+      {"every stream in flight: an empty group",
+       {Req("a", any), Req("a", any)},
+       {"a", "a"},
+       10,
+       {}},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.name);
+    std::vector<const AppendRequest*> queued;
+    for (const auto& r : c.queued) queued.push_back(&r);
+    CHECK(PickGroup(queued, c.in_flight, c.limit) == c.picked);
+  }
+}

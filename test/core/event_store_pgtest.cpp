@@ -280,7 +280,9 @@ TEST_CASE("asynchronous appends from one thread share a group and each gets its 
   std::unique_lock<std::mutex> g(mu);
   REQUIRE(cv.wait_for(g, std::chrono::seconds(30), [&] { return done == kAppends; }));
   for (int i = 0; i < kAppends - 1; ++i) {
-    REQUIRE(results[i]->ok());
+    REQUIRE_MESSAGE(results[i]->ok(), "append " << i << ": "
+                                                << core::AppendErrorName(results[i]->error().code)
+                                                << ": " << results[i]->error().message);
     CHECK(results[i]->value().last_version == 0);
   }
   CHECK(results[kAppends - 1]->error().code == AppendError::kVersionConflict);
