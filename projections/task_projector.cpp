@@ -14,6 +14,13 @@ std::optional<std::string> IntText(std::optional<std::int64_t> v) {
 
 }  // namespace
 
+std::vector<std::string> TaskProjector::types() const {
+  return {"task.submitted", "task.waiting",   "task.assigned", "task.cancel_requested",
+          "task.accepted",  "task.preparing", "task.running",  "task.succeeded",
+          "task.failed",    "task.timed_out", "task.lost",     "task.cancelled",
+          "task.requeued"};
+}
+
 void TaskProjector::Apply(const core::RecordedEvent& e, core::RowChanges& out) const {
   if (e.type.rfind("task.", 0) != 0) return;
   core::JsonReader data(e.data_json);
