@@ -38,12 +38,11 @@ std::string Errno(const char* what, int err) {
   return std::string(what) + ": " + std::strerror(err);
 }
 
-// Reaps the child; loops over EINTR so no zombie is left behind.
-int Reap(pid_t pid) {
+// Reaps a killed child; loops over EINTR so no zombie is left behind.
+void Reap(pid_t pid) {
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-  return status;
 }
 
 }  // namespace
@@ -101,11 +100,13 @@ WatchedResult RunWatched(const std::vector<std::string>& argv, const WatchOption
   std::string line;
   auto last_heard = Clock::now();
   bool out_open = true, err_open = true;
-  while (out_open || err_open) {
+  int status = 0;
+  for (;;) {
+    // Until both pipes end, wait on them; after that (a child that closed them and lives on),
+    // on the clock. Either way cancel and the stall limit are checked every 100 ms.
     pollfd fds[2] = {{out_open ? out_r.get() : -1, POLLIN, 0},
                      {err_open ? err_r.get() : -1, POLLIN, 0}};
     int n = ::poll(fds, 2, 100);
-    if (n < 0 && errno != EINTR) break;  // cannot happen with valid descriptors; reap below
     char buf[4096];
     for (int i = 0; n > 0 && i < 2; ++i) {
       if (fds[i].revents == 0) continue;
@@ -132,6 +133,7 @@ WatchedResult RunWatched(const std::vector<std::string>& argv, const WatchOption
         line.clear();
       }
     }
+    if (!out_open && !err_open && ::waitpid(pid, &status, WNOHANG) == pid) break;
     WatchedEnd kill_for = WatchedEnd::kExited;
     if (options.cancelled && options.cancelled()) {
       kill_for = WatchedEnd::kCancelled;
@@ -147,7 +149,6 @@ WatchedResult RunWatched(const std::vector<std::string>& argv, const WatchOption
     }
   }
   if (!line.empty() && options.on_line) options.on_line(line);
-  int status = Reap(pid);
   result.end = WatchedEnd::kExited;
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return result;

@@ -82,3 +82,16 @@ TEST_CASE("watched process: the child inherits no descriptor beyond stdin, stdou
   CHECK(lines.size() <= 4);  // 0, 1, 2 and ls's directory handle
   for (const auto& l : lines) CHECK(l != std::to_string(leaked));
 }
+
+TEST_CASE("watched process: a child that closes its output and lives on is still watched") {
+  WatchOptions o;
+  o.stall_timeout = std::chrono::milliseconds(400);
+  auto start = Clock::now();
+  WatchedResult r = Sh("exec >/dev/null 2>&1; sleep 30", o);
+  CHECK(r.end == WatchedEnd::kStalled);
+  CHECK(Clock::now() - start < std::chrono::seconds(5));
+
+  r = Sh("exec >/dev/null 2>&1; sleep 0.3; exit 4");  // and its exit code still comes back
+  CHECK(r.end == WatchedEnd::kExited);
+  CHECK(r.exit_code == 4);
+}
