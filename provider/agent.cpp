@@ -6,7 +6,6 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
 #include <deque>
-#include <filesystem>
 #include <thread>
 
 #include "core/ids.h"
@@ -338,10 +337,9 @@ Agent::Agent(AgentConfig config, core::LoggerPtr log)
   runner.node = config_.name;
   runner.data_dir = config_.data_dir;
   runner.docker_socket = config_.probe.docker_socket;
-  // Fetches run as this binary's child (`git-fetch`): found by the kernel's link, not $PATH.
-  std::error_code ec;
-  runner.git.helper = std::filesystem::read_symlink("/proc/self/exe", ec).string();
-  if (ec) log_->error("cannot find this executable ({}): every git fetch will fail", ec.message());
+  // Fetches run as this binary's child (`git-fetch`). The kernel's link names the very binary
+  // that is running, even after an upgrade replaced or removed the file.
+  runner.git.helper = "/proc/self/exe";
   runner.git.stall_timeout = config_.git_stall_timeout;
   tasks_ = std::make_unique<TaskManager>(
       runner,

@@ -159,7 +159,7 @@ MaybeFailure FetchAll(const std::string& path, const std::string& url, const Fet
       return GitFailure{GitError::kFetchFailed,
                         "fetch of " + url + " failed: no progress for " +
                             std::to_string(c.settings.stall_timeout.count() / 1000) +
-                            " s (the server accepted the connection and went silent)"};
+                            " s (the server did not answer, or went silent)"};
     case WatchedEnd::kSpawnFailed:
       return GitFailure{GitError::kFetchFailed, "fetch of " + url + " failed: " + r.error};
   }

@@ -40,7 +40,8 @@ using ProgressHook = std::function<void(const std::string&)>;
 /// git_fetch_command.h) so that cancel and the stall limit can always stop it: libgit2 1.5
 /// blocks in a read from a server that accepts and never answers, and has no timeout of its own.
 struct FetchSettings {
-  std::string helper;  // the unidesk-provider binary; empty: every fetch fails saying so
+  std::string helper;  // the unidesk-provider binary (the agent: /proc/self/exe); empty:
+                       // every fetch fails saying so
   std::chrono::milliseconds stall_timeout{120000};  // no progress this long fails the fetch
 };
 

@@ -61,6 +61,15 @@ int OnSideband(const char* text, int len, void* payload) {
   return 0;
 }
 
+// Refs move after the pack is in; a repository with many refs takes a while here too.
+int OnUpdateTips(const char* ref, const git_oid*, const git_oid*, void* payload) {
+  auto* p = static_cast<Progress*>(payload);
+  if (!Due(*p)) return 0;
+  std::printf("updating refs: %s\n", ref);
+  std::fflush(stdout);
+  return 0;
+}
+
 int Fail(const std::string& message) {
   std::fprintf(stderr, "%s\n", message.c_str());
   return 1;
@@ -104,6 +113,7 @@ int RunGitFetchCommand(int argc, char** argv) {
   git_fetch_options opts = GIT_FETCH_OPTIONS_INIT;
   opts.callbacks.transfer_progress = OnTransfer;
   opts.callbacks.sideband_progress = OnSideband;
+  opts.callbacks.update_tips = OnUpdateTips;
   opts.callbacks.payload = &progress;
   opts.prune = GIT_FETCH_PRUNE;  // as a mirror does: refs/* onto refs/*, forced, pruned
   opts.update_fetchhead = 0;

@@ -97,6 +97,17 @@ WatchedResult RunWatched(const std::vector<std::string>& argv, const WatchOption
   out_w.Close();  // the child's copies are the only writers left: EOF when it ends
   err_w.Close();
 
+  // A hook that throws must not leave the child running (it may hold files the caller's locks
+  // protect): kill and reap it on the way out.
+  struct KillOnUnwind {
+    pid_t pid;
+    bool armed = true;
+    ~KillOnUnwind() {
+      if (!armed) return;
+      ::kill(pid, SIGKILL);
+      Reap(pid);
+    }
+  } guard{pid};
   std::string line;
   auto last_heard = Clock::now();
   bool out_open = true, err_open = true;
@@ -142,12 +153,11 @@ WatchedResult RunWatched(const std::vector<std::string>& argv, const WatchOption
       kill_for = WatchedEnd::kStalled;
     }
     if (kill_for != WatchedEnd::kExited) {
-      ::kill(pid, SIGKILL);
-      Reap(pid);
       result.end = kill_for;
-      return result;
+      return result;  // the guard kills and reaps it
     }
   }
+  guard.armed = false;  // reaped by waitpid above
   if (!line.empty() && options.on_line) options.on_line(line);
   result.end = WatchedEnd::kExited;
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;

@@ -50,6 +50,7 @@ void AppendBatcher::Submit(AppendRequest request, bool ids_supplied, AppendCallb
   p->request = std::move(request);
   p->item = {&p->request, RequestHash(p->request), ids_supplied};
   p->done = std::move(done);
+  bool takeable = false;
   {
     std::unique_lock<std::mutex> lock(mu_);
     if (stopping_) {
@@ -57,9 +58,12 @@ void AppendBatcher::Submit(AppendRequest request, bool ids_supplied, AppendCallb
       p->done(TypedError<AppendError>{AppendError::kStopped, "event store stopping"});
       return;
     }
+    // Behind a group in flight on its stream it waits for that group's Release, which wakes
+    // the writers; waking one now would only rescan the queue.
+    takeable = in_flight_.count(p->request.stream_id) == 0;
     queue_.push_back(std::move(p));
   }
-  cv_.notify_one();
+  if (takeable) cv_.notify_one();
 }
 
 void AppendBatcher::Stop() {

@@ -25,7 +25,9 @@ std::vector<std::size_t> PickGroup(const std::vector<const AppendRequest*>& queu
     bool wait = in_flight.count(r.stream_id) > 0 || left_streams.count(r.stream_id) > 0 ||
                 (r.idempotency_key && keys.count(*r.idempotency_key) > 0);
     if (wait) {
+      // Later requests of its stream, or with its key, must not overtake it.
       left_streams.insert(r.stream_id);
+      if (r.idempotency_key) keys.insert(*r.idempotency_key);
       continue;
     }
     if (r.idempotency_key) keys.insert(*r.idempotency_key);

@@ -50,8 +50,9 @@ struct PlanStep {
 /// Which of the queued requests (oldest first) form the next group, by index, at most `limit`.
 /// Appends to one stream land in the order they were queued: a stream in a group still in
 /// flight on another writer (`in_flight`) is left for a later group, and so is every request
-/// after one that is left, on the same stream. Two requests with one idempotency key go to
-/// different groups, since the second must see the first's committed record.
+/// after one that is left, on its stream or with its idempotency key. Two requests with one
+/// idempotency key go to different groups, since the second must see the first's committed
+/// record.
 std::vector<std::size_t> PickGroup(const std::vector<const AppendRequest*>& queued,
                                    const std::multiset<std::string>& in_flight, std::size_t limit);
 

@@ -350,16 +350,14 @@ TEST_CASE("git cache: a fetch from a server that never answers is cancelled or t
   SUBCASE("cancel stops it, and no half-made mirror is left") {
     GitCache cache(o.data, unidesk::test::GitFetch());
     auto start = steady_clock::now();
-    auto cancel_soon = [start] {
-      return steady_clock::now() - start > std::chrono::milliseconds(500);
-    };
+    // Once the fetch waits on the server (however long the child took to start).
+    auto cancel_soon = [&] { return server.accepted >= 1; };
     PrepareResult r = WithDeadline(
         [&] { return cache.Prepare(server.Url(), kSomeCommit, o.Workspace("c"), cancel_soon); },
         std::chrono::seconds(20));
     REQUIRE(!r.ok());
     CHECK(r.error().code == GitError::kCancelled);
-    CHECK(server.accepted >= 1);  // it was waiting on the server, not refused
-    CHECK(steady_clock::now() - start < std::chrono::seconds(5));
+    CHECK(steady_clock::now() - start < std::chrono::seconds(10));
     CHECK(!fs::exists(cache.MirrorPath(server.Url())));
     CHECK(!fs::exists(cache.MirrorPath(server.Url()) + ".tmp"));
   }

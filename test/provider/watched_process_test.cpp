@@ -5,9 +5,12 @@
 
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -45,12 +48,14 @@ TEST_CASE("watched process: silence past the stall limit kills it; output keeps 
   CHECK(r.end == WatchedEnd::kStalled);
   CHECK(Clock::now() - start < std::chrono::seconds(5));
 
-  // Talking every 100 ms for 1.2 s: three times the limit, never silent for it.
+  // Talking every 100 ms for 3.6 s: three times the limit, never silent for it (the limit
+  // leaves room for a loaded machine's slow fork of each `sleep`).
+  o.stall_timeout = std::chrono::milliseconds(1200);
   std::vector<std::string> lines;
-  r = Sh("for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo $i; sleep 0.1; done", o, &lines);
+  r = Sh("i=0; while [ $i -lt 36 ]; do i=$((i+1)); echo $i; sleep 0.1; done", o, &lines);
   CHECK(r.end == WatchedEnd::kExited);
   CHECK(r.exit_code == 0);
-  CHECK(lines.size() == 12);
+  CHECK(lines.size() == 36);
 }
 
 TEST_CASE("watched process: cancel kills it at once") {
@@ -94,4 +99,19 @@ TEST_CASE("watched process: a child that closes its output and lives on is still
   r = Sh("exec >/dev/null 2>&1; sleep 0.3; exit 4");  // and its exit code still comes back
   CHECK(r.end == WatchedEnd::kExited);
   CHECK(r.exit_code == 4);
+}
+
+TEST_CASE("watched process: a hook that throws leaves no child behind") {
+  WatchOptions o;
+  o.on_line = [](const std::string&) { throw std::runtime_error("hook failed"); };
+  try {
+    // The child names itself, then lives on; the throwing hook must not leave it running.
+    Sh("echo $$; exec sleep 30", o);
+    FAIL("the hook's exception did not come through");
+  } catch (const std::runtime_error& e) {
+    CHECK(std::string(e.what()) == "hook failed");
+  }
+  // No child of this process is left: waitpid has nobody to wait for.
+  CHECK(waitpid(-1, nullptr, WNOHANG) == -1);
+  CHECK(errno == ECHILD);
 }
