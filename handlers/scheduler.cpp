@@ -330,7 +330,7 @@ PassOutcome Scheduler::Pass() {
                            std::to_string(core::LockKey("scheduler", "pass")) + ")");
   auto fleet = reads.insert(
       "SELECT name, status, coalesce(labels::text, '{}'), coalesce(resources::text, '{}'), "
-      "coalesce(health->>'docker_ok', 'false') FROM nodes");
+      "coalesce(health->>'docker_ok', 'false'), coalesce(health->>'gpus_ok', 'true') FROM nodes");
   // One scan: the GPU indices in use come as "0,1,,3" (ParseIntArray skips the gaps).
   auto used = reads.insert(
       "SELECT node, sum(cpu_millis), sum(memory_bytes), "
@@ -383,6 +383,7 @@ PassOutcome Scheduler::Pass() {
         for (const auto& g : res.value().gpus) n.gpu_indices.push_back(g.index);
       }
       n.docker_ok = std::string(r[4].c_str()) == "true";
+      n.gpus_ok = std::string(r[5].c_str()) == "true";
       node_at[n.name] = nodes.size();
       nodes.push_back(std::move(n));
     }

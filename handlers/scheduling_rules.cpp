@@ -36,7 +36,8 @@ std::int64_t FreeCpu(const SchedNode& n) { return n.cpu_millis - n.used_cpu_mill
 std::int64_t FreeMemory(const SchedNode& n) { return n.memory_bytes - n.used_memory_bytes; }
 
 bool FitsNow(const SchedTask& t, const SchedNode& n) {
-  return FreeCpu(n) >= t.cpu_millis && FreeMemory(n) >= t.memory_bytes && FreeGpus(n) >= t.gpus;
+  return FreeCpu(n) >= t.cpu_millis && FreeMemory(n) >= t.memory_bytes && FreeGpus(n) >= t.gpus &&
+         (t.gpus == 0 || n.gpus_ok);
 }
 
 /// Why `t` fits no node, from the first filter that leaves none.
@@ -60,8 +61,22 @@ std::string WhyWaiting(const SchedTask& t, const std::vector<SchedNode>& nodes) 
       std::remove_if(set.begin(), set.end(), [](const SchedNode* n) { return !n->docker_ok; }),
       set.end());
   if (set.empty()) return who + " has a healthy Docker engine";
-  // Big enough at all?
   auto any = [&](auto pred) { return std::any_of(set.begin(), set.end(), pred); };
+  // GPUs that fail their health check take no GPU work.
+  if (t.gpus > 0) {
+    auto enough = [&](const SchedNode* n) {
+      return static_cast<int>(n->gpu_indices.size()) >= t.gpus;
+    };
+    bool some = any(enough);
+    set.erase(
+        std::remove_if(set.begin(), set.end(), [](const SchedNode* n) { return !n->gpus_ok; }),
+        set.end());
+    if (some && !any(enough)) {
+      return who + " has " + Gpus(t.gpus) + (t.gpus == 1 ? " that passes" : " that pass") +
+             " the health check";
+    }
+  }
+  // Big enough at all?
   if (!any([&](const SchedNode* n) { return static_cast<int>(n->gpu_indices.size()) >= t.gpus; })) {
     return who + " has " + Gpus(t.gpus);
   }

@@ -21,6 +21,7 @@ struct SchedNode {
   std::string name;
   std::string status;  // only "online" takes tasks
   bool docker_ok = false;
+  bool gpus_ok = true;  // its GPUs pass the health check (nvidia-smi answers); false: no GPU work
   std::int64_t cpu_millis = 0;
   std::int64_t memory_bytes = 0;
   std::vector<int> gpu_indices;  // the node's GPUs

@@ -337,6 +337,7 @@ Agent::Agent(AgentConfig config, core::LoggerPtr log)
   runner.node = config_.name;
   runner.data_dir = config_.data_dir;
   runner.docker_socket = config_.probe.docker_socket;
+  runner.nvidia_smi = config_.probe.nvidia_smi;
   // Fetches run as this binary's child (`git-fetch`). The kernel's link names the very binary
   // that is running, even after an upgrade replaced or removed the file.
   runner.git.helper = "/proc/self/exe";

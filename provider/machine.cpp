@@ -34,8 +34,8 @@ std::string Trim(std::string s) {
   return b == std::string::npos ? "" : s.substr(b, e - b + 1);
 }
 
-bool HasNvidiaSmi(const MachineProbe& p) {
-  return Capture("command -v '" + p.nvidia_smi + "'").second;
+bool HasNvidiaSmi(const std::string& nvidia_smi) {
+  return Capture("command -v '" + nvidia_smi + "'").second;
 }
 
 }  // namespace
@@ -81,7 +81,7 @@ proto::Resources DetectResources(const MachineProbe& probe) {
     r.disk_bytes = static_cast<std::int64_t>(vfs.f_blocks) * vfs.f_frsize;
     r.disk_free_bytes = static_cast<std::int64_t>(vfs.f_bavail) * vfs.f_frsize;
   }
-  if (HasNvidiaSmi(probe)) {
+  if (HasNvidiaSmi(probe.nvidia_smi)) {
     auto [csv, ok] = Capture("'" + probe.nvidia_smi +
                              "' --query-gpu=index,name,memory.total --format=csv,noheader,nounits");
     if (ok) r.gpus = ParseNvidiaSmi(csv);
@@ -110,12 +110,22 @@ proto::Health DetectHealth(const MachineProbe& probe) {
     h.docker_detail = "no Docker engine at " + probe.docker_socket;
   }
   if (fd >= 0) ::close(fd);
-  if (HasNvidiaSmi(probe)) {
-    auto [out, ok] = Capture("'" + probe.nvidia_smi + "' --query-gpu=index --format=csv,noheader");
-    h.gpus_ok = ok;
-    if (!ok) h.gpus_detail = "nvidia-smi failed";
-  }
+  GpuHealth gpus = CheckGpus(probe.nvidia_smi);
+  h.gpus_ok = gpus.ok;
+  h.gpus_detail = gpus.detail;
   return h;
+}
+
+GpuHealth CheckGpus(const std::string& nvidia_smi) {
+  GpuHealth g;
+  if (!HasNvidiaSmi(nvidia_smi)) return g;
+  auto [out, ok] = Capture("'" + nvidia_smi + "' --query-gpu=index --format=csv,noheader");
+  g.ok = ok;
+  if (!ok) {
+    std::string first = Trim(out.substr(0, out.find('\n')));
+    g.detail = "nvidia-smi failed" + (first.empty() ? "" : ": " + first);
+  }
+  return g;
 }
 
 }  // namespace unidesk::provider

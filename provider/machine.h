@@ -21,6 +21,14 @@ struct MachineProbe {
 core::protocol::Resources DetectResources(const MachineProbe& probe);
 core::protocol::Health DetectHealth(const MachineProbe& probe);
 
+/// The GPU half of DetectHealth: nvidia-smi answers (ok when there is no nvidia-smi, so no
+/// GPUs). `detail` says why not, with nvidia-smi's first line ("... GPU is lost").
+struct GpuHealth {
+  bool ok = true;
+  std::string detail;
+};
+GpuHealth CheckGpus(const std::string& nvidia_smi);
+
 /// Parses `nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader,nounits`.
 std::vector<core::protocol::Gpu> ParseNvidiaSmi(const std::string& csv);
 

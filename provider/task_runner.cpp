@@ -11,6 +11,7 @@
 #include "provider/docker_client.h"
 #include "provider/git_cache.h"
 #include "provider/host_hygiene.h"
+#include "provider/machine.h"
 #include "provider/tar.h"
 
 namespace unidesk::provider {
@@ -97,6 +98,14 @@ RunOutcome TaskRunner::Run(const Assignment& a, const RunnerHooks& hooks) {
   DockerClient docker(s_.docker_socket);
   if (auto ping = docker.Ping(); !ping.ok()) {
     return Failed(o, FailureClass::kRuntime, ping.error().message);
+  }
+
+  // A GPU that fails its health check now would fail the task in ways that look like the
+  // task's fault; say it is the node's, before any work (the heartbeat takes the node out of
+  // GPU placement).
+  if (!a.gpu_indices.empty() && !s_.nvidia_smi.empty()) {
+    GpuHealth gpus = CheckGpus(s_.nvidia_smi);
+    if (!gpus.ok) return Failed(o, FailureClass::kRuntime, "GPU health check: " + gpus.detail);
   }
 
   // 1. The code at its commit.

@@ -60,8 +60,9 @@ struct RunnerSettings {
   std::string node;  // labels the containers (unidesk.node): an agent reaps only its own
   std::string data_dir;
   std::string docker_socket = "/var/run/docker.sock";
-  int stop_grace_s = 10;  // SIGTERM, then SIGKILL after this
-  FetchSettings git;      // how the git cache fetches (its helper binary, the stall limit)
+  int stop_grace_s = 10;   // SIGTERM, then SIGKILL after this
+  std::string nvidia_smi;  // checked before a GPU attempt; empty: no check
+  FetchSettings git;       // how the git cache fetches (its helper binary, the stall limit)
 };
 
 /// The env image's tag: the same (env repo, env commit, Dockerfile path) always gives the same

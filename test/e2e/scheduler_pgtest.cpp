@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -133,11 +134,13 @@ bool WaitTask(const std::string& conninfo, const std::string& id, const std::str
 std::unique_ptr<ChildProcess> StartSizedProvider(const Server& server, const std::string& conninfo,
                                                  const std::string& name, int cores, int mem_gib,
                                                  int gpus, const std::string& docker_socket,
-                                                 const std::string& labels = "") {
+                                                 const std::string& labels = "",
+                                                 std::vector<std::string> extra = {}) {
   std::string token = AddNode(conninfo, name, labels);
-  return StartProvider(
-      server.port, name, token,
-      {"--resources-file", ResourcesFile(cores, mem_gib, gpus), "--docker-socket", docker_socket});
+  std::vector<std::string> args = {"--resources-file", ResourcesFile(cores, mem_gib, gpus),
+                                   "--docker-socket", docker_socket};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return StartProvider(server.port, name, token, args);
 }
 
 }  // namespace
@@ -299,6 +302,41 @@ TEST_CASE("tasks go to nodes that fit, or wait saying why; cancel and idempotenc
   Hole().Close();
   for (auto* p : {big.get(), small.get(), nodocker.get(), extra.get()}) StopChild(*p, SIGTERM);
   StopChild(*server.process, SIGTERM);
+}
+
+TEST_CASE("a node whose GPUs fail their health check gets CPU work only; GPU work says why") {
+  TestDatabase db;
+  Dockerd docker;
+  BlackHole hole;
+  current_hole = &hole;
+  Server server = StartNodeServer(db.conninfo(), {"--schedule-interval", "20ms"});
+  REQUIRE(server.port > 0);
+  // nvidia-smi as it answers for a GPU fallen off the bus (no GPU here: a stand-in script).
+  std::string smi = TempPath("nvidia-smi");
+  std::ofstream(smi) << "#!/bin/sh\necho 'Unable to determine the device handle for "
+                        "GPU0000:3B:00.0: GPU is lost.'\nexit 15\n";
+  REQUIRE(chmod(smi.c_str(), 0755) == 0);
+  auto sick = StartSizedProvider(server, db.conninfo(), "sick", 8, 32, 2, docker.socket, "",
+                                 {"--nvidia-smi", smi});
+  REQUIRE(WaitForStatus(db.conninfo(), "sick", "online"));
+  REQUIRE(WaitUntil(
+      [&] {
+        return Text(db.conninfo(), "SELECT health->>'gpus_ok' FROM nodes WHERE name = 'sick'") ==
+               "false";
+      },
+      std::chrono::seconds(10)));
+  CHECK(
+      Contains(Text(db.conninfo(), "SELECT health->>'gpus_detail' FROM nodes WHERE name = 'sick'"),
+               "GPU is lost"));
+
+  std::string gpu = Submit(db.conninfo(), "--name gpu --gpus 1");
+  REQUIRE(WaitTask(db.conninfo(), gpu, "waiting_reason",
+                   "no online node has 1 GPU that passes the health check"));
+  std::string cpu = Submit(db.conninfo(), "--name cpu --cpu 1");
+  REQUIRE(WaitTask(db.conninfo(), cpu, "node", "sick"));
+  CHECK(TaskField(db.conninfo(), gpu, "state") == "queued");
+  CHECK(CountEvents(db.conninfo(), "type = 'task.assigned' AND stream_id = 'task-" + gpu + "'") ==
+        0);
 }
 
 TEST_CASE("two scheduler copies and many tasks: no node over-committed, no task assigned twice") {

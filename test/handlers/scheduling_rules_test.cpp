@@ -68,6 +68,8 @@ TEST_CASE("why a task waits: the first filter that leaves no node, in words") {
   no_docker.docker_ok = false;
   SchedNode busy_gpus = Node("g", 16, 64, 2);
   busy_gpus.used_gpu_indices = {0};
+  SchedNode sick_gpus = Node("s", 16, 64, 4);
+  sick_gpus.gpus_ok = false;
   SchedNode busy_cpu = Node("c", 4, 64);
   busy_cpu.used_cpu_millis = 3500;
   SchedNode busy_mem = Node("m", 4, 2);
@@ -107,6 +109,14 @@ TEST_CASE("why a task waits: the first filter that leaves no node, in words") {
        Task("t", 8000, 8192),
        "no online node has 8 CPU cores, 8192 MiB of memory and 0 GPUs together"},
       {"GPUs busy", {busy_gpus}, Task("t", 1000, 512, 2), "no online node has 2 free GPUs"},
+      {"GPUs failing their health check",
+       {sick_gpus, Node("small", 8, 32, 1)},
+       Task("t", 1000, 512, 2),
+       "no online node has 2 GPUs that pass the health check"},
+      {"a healthy node big enough but busy",
+       {sick_gpus, busy_gpus},
+       Task("t", 1000, 512, 2),
+       "no online node has 2 free GPUs"},
       {"CPU busy", {busy_cpu}, Task("t", 1000, 512), "no online node has 1 CPU core free"},
       {"memory busy",
        {busy_mem},
@@ -167,6 +177,7 @@ TEST_CASE("random fleets and queues: nothing over-committed, nothing placed twic
       SchedNode n = Node("n" + std::to_string(i), 1 + rng() % 16, 1 + rng() % 64,
                          static_cast<int>(rng() % 5), {{"zone", rng() % 2 ? "a" : "b"}});
       n.docker_ok = rng() % 8 != 0;
+      n.gpus_ok = rng() % 4 != 0;
       n.status = rng() % 6 ? "online" : "offline";
       nodes.push_back(n);
     }
@@ -193,6 +204,7 @@ TEST_CASE("random fleets and queues: nothing over-committed, nothing placed twic
       const SchedTask& t = tasks[x.task_id];
       CHECK(n.status == "online");
       CHECK(n.docker_ok);
+      if (t.gpus > 0) CHECK(n.gpus_ok);
       for (const auto& [k, v] : t.labels) CHECK(n.labels.at(k) == v);
       cpu[x.node] += t.cpu_millis;
       mem[x.node] += t.memory_bytes;
@@ -205,4 +217,13 @@ TEST_CASE("random fleets and queues: nothing over-committed, nothing placed twic
       CHECK(used.size() <= by_name[name].gpu_indices.size());
     }
   }
+}
+
+TEST_CASE("a node whose GPUs fail their health check still takes CPU work") {
+  SchedNode sick = Node("sick", 8, 32, 2);
+  sick.gpus_ok = false;
+  SchedulePlan p =
+      Schedule({Task("gpu", 1000, 512, 1, 0, 1), Task("cpu", 1000, 512, 0, 0, 2)}, {sick});
+  CHECK(Placed(p) == std::map<std::string, std::string>{{"cpu", "sick"}});
+  CHECK(Reason(p, "gpu") == "no online node has 1 GPU that passes the health check");
 }

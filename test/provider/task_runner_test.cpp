@@ -7,6 +7,7 @@
 #include "provider/task_runner.h"
 
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -170,6 +171,33 @@ TEST_CASE("faults end with the class and reason a person would expect") {
     CHECK(r.outcome.failure == FailureClass::kExit);
     CHECK(r.outcome.exit_code == 3);
     CHECK(RunOutput(r.out) == "partial\n");
+  }
+  SUBCASE("a GPU that fails its health check: the node's fault, before any work") {
+    // nvidia-smi as it answers for a GPU fallen off the bus (no GPU here: a stand-in script).
+    std::string smi = test::e2e::TempPath("nvidia-smi");
+    {
+      std::ofstream f(smi);
+      f << "#!/bin/sh\necho 'Unable to determine the device handle for GPU0000:3B:00.0: GPU "
+           "is lost.'\nexit 15\n";
+    }
+    REQUIRE(chmod(smi.c_str(), 0755) == 0);
+    Assignment a = F().Task("t-gpu-lost", {"true"});
+    a.gpu_indices = {0};
+    RunnerSettings s;
+    s.data_dir = data;
+    s.docker_socket = F().socket;
+    s.git = test::GitFetch();
+    s.nvidia_smi = smi;
+    std::vector<std::string> phases;
+    RunnerHooks h;
+    h.on_phase = [&](const std::string& p, const RunOutcome&) { phases.push_back(p); };
+    RunOutcome o = TaskRunner(s).Run(a, h);
+    CHECK(o.state == "failed");
+    CHECK(o.failure == FailureClass::kRuntime);
+    CHECK(o.reason ==
+          "GPU health check: nvidia-smi failed: Unable to determine the device handle for "
+          "GPU0000:3B:00.0: GPU is lost.");
+    CHECK(phases.empty());  // no fetch, no build, no container
   }
   SUBCASE("a command that is not in the image") {
     Run r = Execute(F().Task("t-nocmd", {"train-model", "--fast"}), data);
