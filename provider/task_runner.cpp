@@ -189,8 +189,15 @@ RunOutcome TaskRunner::Run(const Assignment& a, const RunnerHooks& hooks) {
   };
   if (auto st = docker.Start(id.value()); !st.ok()) {
     remove();
-    return Failed(o, FromDocker(st.error().code, FailureClass::kStart),
-                  "the container did not start: " + st.error().message);
+    // GPUs the engine cannot hand to a container (no NVIDIA container toolkit) are the node's
+    // fault, not the task's: Docker says so in these words.
+    bool no_gpu_runtime =
+        !c.gpu_indices.empty() &&
+        st.error().message.find("could not select device driver") != std::string::npos;
+    return Failed(
+        o,
+        no_gpu_runtime ? FailureClass::kRuntime : FromDocker(st.error().code, FailureClass::kStart),
+        "the container did not start: " + st.error().message);
   }
   o.prepare_ms = MsSince(t0);
   phase("running");

@@ -198,6 +198,14 @@ TEST_CASE("faults end with the class and reason a person would expect") {
           "GPU health check: nvidia-smi failed: Unable to determine the device handle for "
           "GPU0000:3B:00.0: GPU is lost.");
     CHECK(phases.empty());  // no fetch, no build, no container
+
+    // GPUs that pass the check but that this engine cannot give a container (no NVIDIA
+    // toolkit here): also the node's fault, in Docker's words.
+    s.nvidia_smi.clear();
+    o = TaskRunner(s).Run(a, h);
+    CHECK(o.state == "failed");
+    CHECK(o.failure == FailureClass::kRuntime);
+    CHECK(o.reason.find("could not select device driver") != std::string::npos);
   }
   SUBCASE("a command that is not in the image") {
     Run r = Execute(F().Task("t-nocmd", {"train-model", "--fast"}), data);
