@@ -38,6 +38,9 @@ const char* const kAgentUsage =
     "  --config FILE         `key = value` lines with the same keys as the flags\n"
     "  --version, --help\n"
     "\n"
+    "The agent runs its git fetches as children of its own binary: `unidesk-provider\n"
+    "git-fetch --parent PID MIRROR URL` in `ps` is one of them (not meant to be run by hand).\n"
+    "\n"
     "Exit codes: 0 stopped by SIGTERM/SIGINT, 2 bad configuration, 4 token refused (unknown or\n"
     "revoked), 5 the server speaks another protocol version, 6 another agent took over this\n"
     "node's session (two agents share one token).\n";
