@@ -268,7 +268,9 @@ void TaskManager::Work(std::shared_ptr<Attempt> a) {
         std::lock_guard<std::mutex> lock(a->mu);
         phase = a->phase;
       }
-      append_log(is_stderr ? "stderr" : phase == "build" ? "build" : "stdout", text);
+      // The preparation's output (git's progress, the env build) is not the task's stdout.
+      bool preparing = phase == "git" || phase == "build";
+      append_log(is_stderr ? "stderr" : preparing ? "build" : "stdout", text);
     };
     hooks.cancelled = [&] { return a->stop != kRun; };
     o = TaskRunner(runner_).Run(

@@ -114,9 +114,16 @@ TEST_CASE("a task runs end to end through the CLI; the second run reuses mirror 
   CHECK(logs.code == 0);
   CHECK(Contains(logs.out, "hello from pinned code"));
   CHECK(Contains(logs.out, "oops"));
-  CHECK(Contains(logs.out, "[build]"));  // the env build's output is part of the task's log
+  CHECK(Contains(logs.out, "[build]"));         // the env build's output is part of the task's log
+  CHECK(Contains(logs.out, "[git] fetched "));  // and so is the fetch's progress
   Outcome json = Cli(p.db.conninfo(), "tasks logs " + id + " --json");
   CHECK(Contains(json.out, R"("stream":"stderr","text":"oops\n")"));
+  // The preparation's output (fetch and build) is the `build` stream, not the task's stdout.
+  CHECK(Text(p.db.conninfo(),
+             "SELECT string_agg(DISTINCT data->>'stream', ',') FROM events WHERE type = "
+             "'task.log' AND data->>'task' = '" +
+                 id + "' AND (data->>'text' LIKE '[git]%' OR data->>'text' LIKE '[build]%')") ==
+        "build");
   Outcome shown = Cli(p.db.conninfo(), "tasks show " + id + " --json");
   core::JsonReader task(shown.out);
   CHECK(task.Str("state") == "succeeded");
