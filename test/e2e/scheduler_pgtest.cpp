@@ -31,6 +31,7 @@
 #include "core/pg.h"
 #include "ingress/api/task_service.h"
 #include "test/e2e/node_support.h"
+#include "test/e2e/silent_server.h"
 #include "test/e2e/task_repos.h"
 
 using namespace unidesk;
@@ -41,52 +42,17 @@ namespace {
 
 const std::string kCommit = "0123456789abcdef0123456789abcdef01234567";
 
-/// A server that accepts TCP connections and never answers: a git remote that hangs.
-struct BlackHole {
-  int fd = -1;
-  int port = 0;
-  std::atomic<bool> stop{false};
-  std::mutex mu;
-  std::vector<int> conns;
-  std::thread thread;
-  BlackHole() {
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);  // children must not hold it open
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (bind(fd, reinterpret_cast<sockaddr*>(&a), len) != 0 || listen(fd, 512) != 0 ||
-        getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-      throw std::runtime_error("black hole: cannot listen");
-    }
-    port = ntohs(a.sin_port);
-    thread = std::thread([this] {
-      while (!stop) {
-        pollfd p{fd, POLLIN, 0};
-        if (poll(&p, 1, 50) <= 0) continue;
-        int c = accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
-        std::lock_guard<std::mutex> lock(mu);
-        if (c >= 0) conns.push_back(c);
-      }
-    });
-  }
-  std::string Url(const std::string& repo) const {
-    return "https://127.0.0.1:" + std::to_string(port) + "/" + repo;
-  }
-  /// Every held connection breaks, and new ones are refused: the hung fetches fail.
-  void Close() {
-    if (!thread.joinable()) return;
-    stop = true;
-    thread.join();
-    std::lock_guard<std::mutex> lock(mu);
-    for (int c : conns) close(c);
-    close(fd);
-  }
-  ~BlackHole() { Close(); }
-};
+SilentServer* current_hole = nullptr;  // each test case has its own
+SilentServer& Hole() { return *current_hole; }
 
-BlackHole* current_hole = nullptr;  // each test case has its own
-BlackHole& Hole() { return *current_hole; }
+/// What every case here stands on: a database, a Docker engine for the nodes' health, and the
+/// git server that hangs.
+struct Ground {
+  TestDatabase db;
+  Dockerd docker;
+  SilentServer hole;
+  Ground() { current_hole = &hole; }
+};
 
 std::string ResourcesFile(int cores, long long mem_gib, int gpus) {
   std::string g = "[";
@@ -145,11 +111,8 @@ std::unique_ptr<ChildProcess> StartSizedProvider(const Server& server, const std
 
 }  // namespace
 
-TEST_CASE("tasks go to nodes that fit, or wait saying why; cancel and idempotency keys") {
-  TestDatabase db;
-  Dockerd docker;
-  BlackHole hole;
-  current_hole = &hole;
+TEST_CASE_FIXTURE(Ground,
+                  "tasks go to nodes that fit, or wait saying why; cancel and idempotency keys") {
   Server server = StartNodeServer(db.conninfo(), {"--schedule-interval", "20ms"});
   REQUIRE(server.port > 0);
   auto big =
@@ -304,11 +267,8 @@ TEST_CASE("tasks go to nodes that fit, or wait saying why; cancel and idempotenc
   StopChild(*server.process, SIGTERM);
 }
 
-TEST_CASE("a node whose GPUs fail their health check gets CPU work only; GPU work says why") {
-  TestDatabase db;
-  Dockerd docker;
-  BlackHole hole;
-  current_hole = &hole;
+TEST_CASE_FIXTURE(
+    Ground, "a node whose GPUs fail their health check gets CPU work only; GPU work says why") {
   Server server = StartNodeServer(db.conninfo(), {"--schedule-interval", "20ms"});
   REQUIRE(server.port > 0);
   // nvidia-smi as it answers for a GPU fallen off the bus (no GPU here: a stand-in script).
@@ -339,11 +299,8 @@ TEST_CASE("a node whose GPUs fail their health check gets CPU work only; GPU wor
         0);
 }
 
-TEST_CASE("two scheduler copies and many tasks: no node over-committed, no task assigned twice") {
-  TestDatabase db;
-  Dockerd docker;
-  BlackHole hole;
-  current_hole = &hole;
+TEST_CASE_FIXTURE(
+    Ground, "two scheduler copies and many tasks: no node over-committed, no task assigned twice") {
   Server a = StartNodeServer(db.conninfo(), {"--schedule-interval", "5ms"});
   REQUIRE(a.port > 0);
   auto b = std::make_unique<ChildProcess>(
@@ -423,12 +380,9 @@ TEST_CASE("two scheduler copies and many tasks: no node over-committed, no task 
   StopChild(*a.process, SIGTERM);
 }
 
-TEST_CASE(
+TEST_CASE_FIXTURE(
+    Ground,
     "the scheduler does not wait for the projector: its queue is the projection plus the log") {
-  TestDatabase db;
-  Dockerd docker;
-  BlackHole hole;
-  current_hole = &hole;
   // Everything but the scheduler; the node joins and is projected online.
   Server a = StartNodeServer(db.conninfo(), {"--roles", "ingress,projector,monitor,api"});
   REQUIRE(a.port > 0);

@@ -2,18 +2,13 @@
 
 #include "provider/git_cache.h"
 
-#include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/file.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -23,12 +18,12 @@
 #include <future>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <sstream>
 #include <thread>
 #include <vector>
 
+#include "test/e2e/silent_server.h"
 #include "test/support/harness.h"
 
 using namespace unidesk::provider;
@@ -93,47 +88,6 @@ struct Origin {
   }
 
   std::string Workspace(const std::string& name) const { return root + "/ws-" + name; }
-};
-
-/// A git server that accepts connections and never answers: libgit2 alone would wait forever.
-struct SilentServer {
-  int fd = -1;
-  int port = 0;
-  std::atomic<bool> stop{false};
-  std::atomic<int> accepted{0};
-  std::mutex mu;
-  std::vector<int> conns;
-  std::thread thread;
-
-  SilentServer() {
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&a), len) == 0);
-    REQUIRE(listen(fd, 16) == 0);
-    REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-    port = ntohs(a.sin_port);
-    thread = std::thread([this] {
-      while (!stop) {
-        pollfd p{fd, POLLIN, 0};
-        if (poll(&p, 1, 50) <= 0) continue;
-        int c = accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
-        if (c < 0) continue;
-        std::lock_guard<std::mutex> lock(mu);
-        conns.push_back(c);
-        ++accepted;
-      }
-    });
-  }
-  ~SilentServer() {
-    stop = true;
-    thread.join();
-    for (int c : conns) close(c);
-    close(fd);
-  }
-  std::string Url() const { return "http://127.0.0.1:" + std::to_string(port) + "/code.git"; }
 };
 
 /// Runs `prepare` with a deadline. A fetch that cannot be stopped would otherwise hang the test
@@ -344,7 +298,7 @@ TEST_CASE("git cache: the cancel hook stops a fetch and leaves no half-made mirr
 
 TEST_CASE("git cache: a fetch from a server that never answers is cancelled or times out") {
   Origin o;
-  SilentServer server;
+  unidesk::test::e2e::SilentServer server;
   using std::chrono::steady_clock;
 
   SUBCASE("cancel stops it, and no half-made mirror is left") {
@@ -353,28 +307,33 @@ TEST_CASE("git cache: a fetch from a server that never answers is cancelled or t
     // Once the fetch waits on the server (however long the child took to start).
     auto cancel_soon = [&] { return server.accepted >= 1; };
     PrepareResult r = WithDeadline(
-        [&] { return cache.Prepare(server.Url(), kSomeCommit, o.Workspace("c"), cancel_soon); },
+        [&] {
+          return cache.Prepare(server.Url("code.git", "http"), kSomeCommit, o.Workspace("c"),
+                               cancel_soon);
+        },
         std::chrono::seconds(20));
     REQUIRE(!r.ok());
     CHECK(r.error().code == GitError::kCancelled);
     CHECK(steady_clock::now() - start < std::chrono::seconds(10));
-    CHECK(!fs::exists(cache.MirrorPath(server.Url())));
-    CHECK(!fs::exists(cache.MirrorPath(server.Url()) + ".tmp"));
+    CHECK(!fs::exists(cache.MirrorPath(server.Url("code.git", "http"))));
+    CHECK(!fs::exists(cache.MirrorPath(server.Url("code.git", "http")) + ".tmp"));
   }
   SUBCASE("silence past the stall limit fails it, naming the limit") {
     GitCache cache(o.data, unidesk::test::GitFetch(std::chrono::seconds(1)));
     auto start = steady_clock::now();
-    PrepareResult r =
-        WithDeadline([&] { return cache.Prepare(server.Url(), kSomeCommit, o.Workspace("s")); },
-                     std::chrono::seconds(20));
+    PrepareResult r = WithDeadline(
+        [&] {
+          return cache.Prepare(server.Url("code.git", "http"), kSomeCommit, o.Workspace("s"));
+        },
+        std::chrono::seconds(20));
     REQUIRE(!r.ok());
     CHECK(r.error().code == GitError::kFetchFailed);
     INFO(r.error().message);
     CHECK(r.error().message.find("no progress for 1 s") != std::string::npos);
-    CHECK(r.error().message.find(server.Url()) != std::string::npos);
+    CHECK(r.error().message.find(server.Url("code.git", "http")) != std::string::npos);
     CHECK(steady_clock::now() - start >= std::chrono::seconds(1));
     CHECK(steady_clock::now() - start < std::chrono::seconds(8));
-    CHECK(!fs::exists(cache.MirrorPath(server.Url()) + ".tmp"));
+    CHECK(!fs::exists(cache.MirrorPath(server.Url("code.git", "http")) + ".tmp"));
   }
 }
 
