@@ -25,6 +25,17 @@ WatchedResult Sh(const std::string& script, WatchOptions o = {},
   return RunWatched({"/bin/sh", "-c", script}, o);
 }
 
+/// A silent 30 s child is killed by a 400 ms stall limit well before it ends.
+void ExpectStalled(const std::string& script) {
+  CAPTURE(script);
+  WatchOptions o;
+  o.stall_timeout = std::chrono::milliseconds(400);
+  auto start = Clock::now();
+  WatchedResult r = Sh(script, o);
+  CHECK(r.end == WatchedEnd::kStalled);
+  CHECK(Clock::now() - start < std::chrono::seconds(5));
+}
+
 }  // namespace
 
 TEST_CASE("watched process: lines, the exit code and the end of stderr come back") {
@@ -41,18 +52,15 @@ TEST_CASE("watched process: lines, the exit code and the end of stderr come back
 }
 
 TEST_CASE("watched process: silence past the stall limit kills it; output keeps it alive") {
-  WatchOptions o;
-  o.stall_timeout = std::chrono::milliseconds(400);
-  auto start = Clock::now();
-  WatchedResult r = Sh("sleep 30", o);
-  CHECK(r.end == WatchedEnd::kStalled);
-  CHECK(Clock::now() - start < std::chrono::seconds(5));
+  ExpectStalled("sleep 30");
 
   // Talking every 100 ms for 3.6 s: three times the limit, never silent for it (the limit
   // leaves room for a loaded machine's slow fork of each `sleep`).
+  WatchOptions o;
   o.stall_timeout = std::chrono::milliseconds(1200);
   std::vector<std::string> lines;
-  r = Sh("i=0; while [ $i -lt 36 ]; do i=$((i+1)); echo $i; sleep 0.1; done", o, &lines);
+  WatchedResult r =
+      Sh("i=0; while [ $i -lt 36 ]; do i=$((i+1)); echo $i; sleep 0.1; done", o, &lines);
   CHECK(r.end == WatchedEnd::kExited);
   CHECK(r.exit_code == 0);
   CHECK(lines.size() == 36);
@@ -89,14 +97,9 @@ TEST_CASE("watched process: the child inherits no descriptor beyond stdin, stdou
 }
 
 TEST_CASE("watched process: a child that closes its output and lives on is still watched") {
-  WatchOptions o;
-  o.stall_timeout = std::chrono::milliseconds(400);
-  auto start = Clock::now();
-  WatchedResult r = Sh("exec >/dev/null 2>&1; sleep 30", o);
-  CHECK(r.end == WatchedEnd::kStalled);
-  CHECK(Clock::now() - start < std::chrono::seconds(5));
-
-  r = Sh("exec >/dev/null 2>&1; sleep 0.3; exit 4");  // and its exit code still comes back
+  ExpectStalled("exec >/dev/null 2>&1; sleep 30");
+  WatchedResult r =
+      Sh("exec >/dev/null 2>&1; sleep 0.3; exit 4");  // and its exit code still comes back
   CHECK(r.end == WatchedEnd::kExited);
   CHECK(r.exit_code == 4);
 }
