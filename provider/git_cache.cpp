@@ -18,6 +18,7 @@
 
 #include "core/ids.h"
 #include "provider/git_fetch_command.h"
+#include "provider/git_message.h"
 #include "provider/watched_process.h"
 
 namespace unidesk::provider {
@@ -43,11 +44,6 @@ using Index = std::unique_ptr<git_index, Free<git_index, git_index_free>>;
 void InitLibgit2Once() {
   static const int kInit = git_libgit2_init();
   (void)kInit;
-}
-
-std::string GitMessage() {
-  const git_error* e = git_error_last();
-  return e != nullptr && e->message != nullptr ? e->message : "unknown libgit2 error";
 }
 
 GitFailure IoFailure(const std::string& what) {

@@ -14,6 +14,8 @@
 #include <memory>
 #include <string>
 
+#include "provider/git_message.h"
+
 namespace unidesk::provider {
 namespace {
 
@@ -73,11 +75,6 @@ int OnUpdateTips(const char* ref, const git_oid*, const git_oid*, void* payload)
 int Fail(const std::string& message) {
   std::fprintf(stderr, "%s\n", message.c_str());
   return 1;
-}
-
-std::string GitMessage() {
-  const git_error* e = git_error_last();
-  return e != nullptr && e->message != nullptr ? e->message : "unknown libgit2 error";
 }
 
 }  // namespace

@@ -97,6 +97,17 @@ bool WaitTask(const std::string& conninfo, const std::string& id, const std::str
   return ok;
 }
 
+/// Waits until the node's health (as projected) has `key` = `value`, e.g. docker_ok = true.
+bool WaitHealth(const std::string& conninfo, const std::string& node, const std::string& key,
+                const std::string& value) {
+  return WaitUntil(
+      [&] {
+        return Text(conninfo, "SELECT health->>'" + key + "' FROM nodes WHERE name = '" + node +
+                                  "'") == value;
+      },
+      std::chrono::seconds(10));
+}
+
 std::unique_ptr<ChildProcess> StartSizedProvider(const Server& server, const std::string& conninfo,
                                                  const std::string& name, int cores, int mem_gib,
                                                  int gpus, const std::string& docker_socket,
@@ -123,12 +134,7 @@ TEST_CASE_FIXTURE(Ground,
   for (const char* n : {"big", "small", "nodocker"})
     REQUIRE(WaitForStatus(db.conninfo(), n, "online"));
   // The node's health (Docker /_ping over the socket) reached the read model.
-  REQUIRE(WaitUntil(
-      [&] {
-        return Text(db.conninfo(), "SELECT health->>'docker_ok' FROM nodes WHERE name = 'big'") ==
-               "true";
-      },
-      std::chrono::seconds(10)));
+  REQUIRE(WaitHealth(db.conninfo(), "big", "docker_ok", "true"));
 
   std::string gpu2 = Submit(db.conninfo(), "--name gpu2 --gpus 2 --label zone=a");
   REQUIRE(WaitTask(db.conninfo(), gpu2, "node", "big"));
@@ -279,12 +285,7 @@ TEST_CASE_FIXTURE(
   auto sick = StartSizedProvider(server, db.conninfo(), "sick", 8, 32, 2, docker.socket, "",
                                  {"--nvidia-smi", smi});
   REQUIRE(WaitForStatus(db.conninfo(), "sick", "online"));
-  REQUIRE(WaitUntil(
-      [&] {
-        return Text(db.conninfo(), "SELECT health->>'gpus_ok' FROM nodes WHERE name = 'sick'") ==
-               "false";
-      },
-      std::chrono::seconds(10)));
+  REQUIRE(WaitHealth(db.conninfo(), "sick", "gpus_ok", "false"));
   CHECK(
       Contains(Text(db.conninfo(), "SELECT health->>'gpus_detail' FROM nodes WHERE name = 'sick'"),
                "GPU is lost"));
@@ -388,12 +389,7 @@ TEST_CASE_FIXTURE(
   REQUIRE(a.port > 0);
   auto node = StartSizedProvider(a, db.conninfo(), "n", 4, 8, 0, docker.socket);
   REQUIRE(WaitForStatus(db.conninfo(), "n", "online"));
-  REQUIRE(WaitUntil(
-      [&] {
-        return Text(db.conninfo(), "SELECT health->>'docker_ok' FROM nodes WHERE name = 'n'") ==
-               "true";
-      },
-      std::chrono::seconds(10)));
+  REQUIRE(WaitHealth(db.conninfo(), "n", "docker_ok", "true"));
   std::string projected = Submit(db.conninfo(), "--name projected");
   REQUIRE(WaitTask(db.conninfo(), projected, "state", "queued"));
 
