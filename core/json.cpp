@@ -148,6 +148,12 @@ std::optional<std::int64_t> JsonReader::Int(std::string_view key) const {
   return v->GetInt64();
 }
 
+std::optional<bool> JsonReader::Bool(std::string_view key) const {
+  const rapidjson::Value* v = doc_->Find(key);
+  if (!v || !v->IsBool()) return std::nullopt;
+  return v->GetBool();
+}
+
 std::optional<std::string> JsonReader::Raw(std::string_view key) const {
   const rapidjson::Value* v = doc_->Find(key);
   if (!v) return std::nullopt;

@@ -42,6 +42,7 @@ class JsonReader {
   ~JsonReader();
   std::optional<std::string> Str(std::string_view key) const;
   std::optional<std::int64_t> Int(std::string_view key) const;
+  std::optional<bool> Bool(std::string_view key) const;
   /// The member re-serialized as compact JSON.
   std::optional<std::string> Raw(std::string_view key) const;
 

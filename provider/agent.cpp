@@ -46,7 +46,9 @@ class Agent::Session : public std::enable_shared_from_this<Session> {
                             beast::bind_front_handler(&Session::OnResolve, shared_from_this()));
   }
 
-  /// The agent is stopping: say goodbye (1001) so the server marks the node offline at once.
+  /// The agent is stopping: say goodbye (1001) so the server marks the node offline at once;
+  /// or, when its tasks keep running for the next agent process, 1012 (service restart): the
+  /// node stays placed until the server's offline window.
   void Close() {
     if (closing_) return;
     closing_ = true;
@@ -251,11 +253,14 @@ class Agent::Session : public std::enable_shared_from_this<Session> {
     }
     writing_ = true;
     if (queue_.front().second) {
-      ws_.async_close(websocket::close_reason(websocket::close_code::going_away, "agent stopping"),
-                      [self = shared_from_this()](beast::error_code) {
-                        self->queue_.clear();
-                        self->writing_ = false;
-                      });
+      auto goodbye =
+          config().keep_tasks_on_stop
+              ? websocket::close_reason(websocket::close_code::service_restart, "agent restarting")
+              : websocket::close_reason(websocket::close_code::going_away, "agent stopping");
+      ws_.async_close(goodbye, [self = shared_from_this()](beast::error_code) {
+        self->queue_.clear();
+        self->writing_ = false;
+      });
       return;
     }
     ws_.async_write(net::buffer(queue_.front().first),
@@ -360,6 +365,7 @@ Agent::Agent(AgentConfig config, core::LoggerPtr log)
       tasks_->MarkEnded(r.value().task, r.value().attempt);
     }
   }
+  tasks_->Adopt();  // containers an earlier agent process left running
   tasks_->ReapOrphans();
   hygiene_ = std::thread([this] { Hygiene(); });
 }
@@ -419,7 +425,7 @@ AgentExit Agent::Run() {
     while (!stopping_ && Clock::now() < until) std::this_thread::sleep_for(Millis(20));
   }
   // After the goodbye: the node is offline, so the server moves these attempts anyway.
-  tasks_->Shutdown("the agent stopped");
+  tasks_->Shutdown("the agent stopped", config_.keep_tasks_on_stop);
   return AgentExit::kStopped;
 }
 

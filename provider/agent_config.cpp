@@ -35,11 +35,17 @@ const char* const kAgentUsage =
     "                        used env images, mirrors and workspaces down to L% (85,70)\n"
     "  --workspace-ttl D     an ended attempt's workspace is kept this long (24h)\n"
     "  --git-stall-timeout D a git fetch with no progress this long fails the attempt (2m)\n"
+    "  --on-stop MODE        what SIGTERM/SIGINT does to running tasks: `end` them (they are\n"
+    "                        lost and retried elsewhere; the default), or `keep-running` for\n"
+    "                        a restart: their containers run on, and the next agent process\n"
+    "                        follows them if it connects within the server's --offline-after\n"
     "  --config FILE         `key = value` lines with the same keys as the flags\n"
     "  --version, --help\n"
     "\n"
     "The agent runs its git fetches as children of its own binary: `unidesk-provider\n"
     "git-fetch --parent PID MIRROR URL` in `ps` is one of them (not meant to be run by hand).\n"
+    "\n"
+    "A container left by a killed agent is followed again the same way by the next one.\n"
     "\n"
     "Exit codes: 0 stopped by SIGTERM/SIGINT, 2 bad configuration, 4 token refused (unknown or\n"
     "revoked), 5 the server speaks another protocol version, 6 another agent took over this\n"
@@ -135,6 +141,11 @@ core::Result<AgentConfig, std::string> LoadAgentConfig(int argc, char** argv) {
       err = duration(c.hygiene_interval);
     } else if (key == "git-stall-timeout") {
       err = duration(c.git_stall_timeout);
+    } else if (key == "on-stop") {
+      if (value != "end" && value != "keep-running") {
+        return std::string("--on-stop '" + value + "': expected end or keep-running");
+      }
+      c.keep_tasks_on_stop = value == "keep-running";
     } else if (key == "workspace-ttl") {
       std::chrono::milliseconds ttl{0};
       err = duration(ttl);

@@ -26,6 +26,7 @@ struct AgentConfig {
   std::chrono::milliseconds hygiene_interval{60000};  // orphan reaping and disk collection
   HygienePolicy hygiene;
   std::chrono::milliseconds git_stall_timeout{120000};  // a fetch silent this long fails
+  bool keep_tasks_on_stop = false;  // --on-stop keep-running: a restart, not a shutdown
 };
 
 extern const char* const kAgentUsage;

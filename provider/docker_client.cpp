@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "core/json.h"
+#include "provider/log_cursor.h"
 
 namespace unidesk::provider {
 
@@ -228,27 +229,49 @@ DockerResult<core::Unit> DockerClient::Start(const std::string& id) {
   return Fail(DockerError::kStartFailed, EngineMessage(r.value().body));
 }
 
-DockerResult<core::Unit> DockerClient::Logs(
-    const std::string& id, const std::function<void(bool, std::string_view)>& out) {
-  // Without a TTY the stream is multiplexed: 8-byte headers (stream, 0, 0, 0, size BE32).
+DockerResult<core::Unit> DockerClient::Logs(const std::string& id, const std::string& since,
+                                            const LogSink& out,
+                                            const std::function<bool()>& cancelled) {
+  // Without a TTY the stream is multiplexed: 8-byte headers (stream, 0, 0, 0, size BE32), one
+  // frame per log entry, each starting with its time and a space (timestamps=1).
   std::string pending;
   auto consume = [&](std::string_view chunk) {
     pending.append(chunk);
-    while (pending.size() >= 8) {
-      std::uint32_t size = (static_cast<unsigned char>(pending[4]) << 24) |
-                           (static_cast<unsigned char>(pending[5]) << 16) |
-                           (static_cast<unsigned char>(pending[6]) << 8) |
-                           static_cast<unsigned char>(pending[7]);
-      if (pending.size() < 8 + size) break;
-      out(pending[0] == 2, std::string_view(pending).substr(8, size));
-      pending.erase(0, 8 + size);
+    std::size_t at = 0;
+    while (pending.size() - at >= 8) {
+      std::uint32_t size = (static_cast<unsigned char>(pending[at + 4]) << 24) |
+                           (static_cast<unsigned char>(pending[at + 5]) << 16) |
+                           (static_cast<unsigned char>(pending[at + 6]) << 8) |
+                           static_cast<unsigned char>(pending[at + 7]);
+      if (pending.size() - at < 8 + size) break;
+      std::string_view payload = std::string_view(pending).substr(at + 8, size);
+      auto split = SplitTimestamped(payload);
+      out(pending[at] == 2, split ? split->first : std::string_view(),
+          split ? split->second : payload);
+      at += 8 + size;
     }
+    pending.erase(0, at);
   };
-  auto r = Call("GET", "/containers/" + id + "/logs?follow=1&stdout=1&stderr=1", "",
-                "application/json", consume);
+  std::string target = "/containers/" + id + "/logs?follow=1&stdout=1&stderr=1&timestamps=1";
+  if (!since.empty()) target += "&since=" + since;
+  auto r = Call("GET", target, "", "application/json", consume, cancelled);
   if (!r.ok()) return r.error();
   if (r.value().status != 200) return FromStatus(r.value(), "logs");
   return core::Unit{};
+}
+
+DockerResult<ContainerState> DockerClient::Inspect(const std::string& id) {
+  auto r = Call("GET", "/containers/" + id + "/json");
+  if (!r.ok()) return r.error();
+  if (r.value().status != 200) return FromStatus(r.value(), "inspect");
+  auto state = core::JsonReader(r.value().body).Raw("State");
+  if (!state) return Fail(DockerError::kApi, "inspect: no State");
+  core::JsonReader st(*state);
+  ContainerState c;
+  c.running = st.Bool("Running").value_or(false);
+  c.exit_code = static_cast<int>(st.Int("ExitCode").value_or(0));
+  c.oom_killed = st.Bool("OOMKilled").value_or(false);
+  return c;
 }
 
 DockerResult<int> DockerClient::Wait(const std::string& id) {

@@ -46,6 +46,12 @@ struct ContainerSpec {
 /// request naming the assigned indices).
 std::string CreateContainerBody(const ContainerSpec& spec);
 
+struct ContainerState {
+  bool running = false;
+  int exit_code = 0;  // when not running
+  bool oom_killed = false;
+};
+
 struct LabelledContainer {
   std::string id;
   std::map<std::string, std::string> labels;
@@ -74,9 +80,14 @@ class DockerClient {
                                   const std::function<bool()>& cancelled = {});
   DockerResult<std::string> Create(const ContainerSpec& spec, const std::string& name);
   DockerResult<core::Unit> Start(const std::string& id);
-  /// Follows stdout and stderr until the container exits (or is stopped).
-  DockerResult<core::Unit> Logs(const std::string& id,
-                                const std::function<void(bool is_stderr, std::string_view)>& out);
+  /// Follows stdout and stderr until the container exits (or is stopped), from `since` (the
+  /// Engine API's seconds.nanoseconds, inclusive; "" for the whole log). Each entry comes with
+  /// the time Docker stamped it. `cancelled` ends the stream early (kCancelled).
+  using LogSink = std::function<void(bool is_stderr, std::string_view at, std::string_view text)>;
+  DockerResult<core::Unit> Logs(const std::string& id, const std::string& since, const LogSink& out,
+                                const std::function<bool()>& cancelled = {});
+  /// The container's state; kNotFound when there is no such container.
+  DockerResult<ContainerState> Inspect(const std::string& id);
   /// Waits for the exit; returns the exit code.
   DockerResult<int> Wait(const std::string& id);
   /// SIGTERM, then SIGKILL after `grace_s`.

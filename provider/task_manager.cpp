@@ -21,7 +21,7 @@ namespace {
 constexpr std::int64_t kMaxLogBytesPerAttempt = 64LL << 20;
 constexpr auto kFlushEvery = std::chrono::milliseconds(250);
 
-enum Stop : int { kRun = 0, kCancelled = 1, kLost = 2 };
+enum Stop : int { kRun = 0, kCancelled = 1, kLost = 2, kDetach = 3 };
 
 /// What the attempt used and how long each step took, as far as `o` knows.
 void CopyOutcome(const RunOutcome& o, proto::TaskReport& r) {
@@ -49,11 +49,20 @@ struct TaskManager::Attempt {
   std::int64_t log_seq = 0;
   std::int64_t log_bytes = 0;
   bool truncated = false;
+  // Set once the container runs: what the attempt record keeps.
+  std::string container;
+  std::int64_t started_unix_ms = 0;
+  LogCursor cursor;      // just past the output in `raw`, `text` and the outbox
+  std::string saved;     // the record as last written
+  bool resumed = false;  // an earlier agent process started the container
   std::thread thread;
 };
 
 TaskManager::TaskManager(RunnerSettings runner, Emit emit, core::LoggerPtr log)
-    : runner_(std::move(runner)), emit_(std::move(emit)), log_(std::move(log)) {
+    : runner_(std::move(runner)),
+      emit_(std::move(emit)),
+      log_(std::move(log)),
+      records_(runner_.data_dir + "/attempts") {
   flusher_ = std::thread([this] { Flusher(); });
 }
 
@@ -62,6 +71,34 @@ TaskManager::~TaskManager() { Shutdown("the agent stopped"); }
 void TaskManager::MarkEnded(const std::string& task, std::int64_t attempt) {
   std::lock_guard<std::mutex> lock(mu_);
   ended_.insert({task, attempt});
+}
+
+void TaskManager::Adopt() {
+  auto loaded = records_.LoadAll();
+  for (const auto& bad : loaded.unreadable) log_->warn("attempt record {} (removed)", bad);
+  for (auto& r : loaded.records) {
+    Key key{r.assign.task, r.assign.attempt};
+    std::lock_guard<std::mutex> lock(mu_);
+    if (ended_.count(key)) {  // its ending waits in the outbox
+      records_.Remove(key.first, key.second);
+      continue;
+    }
+    if (shutting_down_ || running_.count(key)) continue;
+    auto a = std::make_shared<Attempt>();
+    a->assign = r.assign;
+    a->resumed = true;
+    a->phase = "running";
+    a->container = r.container;
+    a->started_unix_ms = r.started_unix_ms;
+    a->log_seq = r.log_seq;
+    a->log_bytes = r.log_bytes;
+    a->truncated = r.log_truncated;
+    a->cursor = r.cursor;
+    running_[key] = a;
+    log_->info("task {} attempt {}: following its container {} again", key.first, key.second,
+               r.container.substr(0, 12));
+    a->thread = std::thread([this, a] { Work(a); });
+  }
 }
 
 void TaskManager::Assign(const proto::Assign& a) {
@@ -161,7 +198,7 @@ void TaskManager::ReapOrphans() {
   }
 }
 
-void TaskManager::Shutdown(const std::string& reason) {
+void TaskManager::Shutdown(const std::string& reason, bool keep_running) {
   std::vector<std::shared_ptr<Attempt>> attempts;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -174,7 +211,7 @@ void TaskManager::Shutdown(const std::string& reason) {
       std::lock_guard<std::mutex> lock(a->mu);
       a->stop_reason = reason;
     }
-    a->stop = kLost;
+    a->stop = keep_running ? kDetach : kLost;
   }
   cv_.notify_all();
   if (flusher_.joinable()) flusher_.join();
@@ -201,17 +238,42 @@ void TaskManager::FlushLogs(Attempt& a) {
   }
 }
 
+void TaskManager::SaveRecord(Attempt& a) {
+  // Called with a.mu held, when everything before `a.cursor` is in the outbox: a restart then
+  // reports nothing twice and skips nothing (a crash between the two writes repeats a chunk).
+  AttemptRecord r;
+  r.assign = a.assign;
+  r.container = a.container;
+  r.started_unix_ms = a.started_unix_ms;
+  r.log_seq = a.log_seq;
+  r.log_bytes = a.log_bytes;
+  r.log_truncated = a.truncated;
+  r.cursor = a.cursor;
+  std::string json = ToJson(r);
+  if (json == a.saved) return;
+  if (records_.Save(r)) {
+    a.saved = std::move(json);
+  } else {
+    log_->warn(
+        "task {} attempt {}: cannot write its attempt record; a restart of the agent "
+        "would lose it",
+        a.assign.task, a.assign.attempt);
+  }
+}
+
 void TaskManager::Work(std::shared_ptr<Attempt> a) {
   const proto::Assign& as = a->assign;
   proto::TaskReport base;
   base.task = as.task;
   base.attempt = as.attempt;
-  proto::TaskReport accepted = base;
-  accepted.state = "accepted";
-  Report(accepted);
+  if (!a->resumed) {
+    proto::TaskReport accepted = base;
+    accepted.state = "accepted";
+    Report(accepted);
+  }
 
+  // Called with a->mu held.
   auto append_log = [&](const std::string& stream, std::string_view bytes) {
-    std::lock_guard<std::mutex> lock(a->mu);
     if (a->truncated) return;
     if (stream != a->stream) {
       a->text += TakeUtf8(a->raw, true);
@@ -270,11 +332,47 @@ void TaskManager::Work(std::shared_ptr<Attempt> a) {
       }
       // The preparation's output (git's progress, the env build) is not the task's stdout.
       bool preparing = phase == "git" || phase == "build";
+      std::lock_guard<std::mutex> lock(a->mu);
       append_log(is_stderr ? "stderr" : preparing ? "build" : "stdout", text);
     };
+    hooks.on_output = [&](bool is_stderr, const LogCursor& after, std::string_view text) {
+      std::lock_guard<std::mutex> lock(a->mu);
+      append_log(is_stderr ? "stderr" : "stdout", text);
+      a->cursor = after;
+    };
+    hooks.on_started = [&](const std::string& container, std::int64_t started_unix_ms) {
+      std::lock_guard<std::mutex> lock(a->mu);
+      a->container = container;
+      a->started_unix_ms = started_unix_ms;
+      SaveRecord(*a);
+    };
     hooks.cancelled = [&] { return a->stop != kRun; };
-    o = TaskRunner(runner_).Run(
-        {as.task, static_cast<int>(as.attempt), spec.value(), as.gpu_indices}, hooks);
+    hooks.detach = [&] { return a->stop == kDetach; };
+    Assignment assignment{as.task, static_cast<int>(as.attempt), spec.value(), as.gpu_indices};
+    if (a->resumed) {
+      Reattach at;
+      {
+        std::lock_guard<std::mutex> lock(a->mu);
+        at = {a->container, a->started_unix_ms, a->cursor};
+      }
+      o = TaskRunner(runner_).Resume(assignment, at, hooks);
+    } else {
+      o = TaskRunner(runner_).Run(assignment, hooks);
+    }
+  }
+  Key key{as.task, as.attempt};
+  if (o.state == "detached") {
+    {
+      std::lock_guard<std::mutex> lock(a->mu);
+      a->text += TakeUtf8(a->raw, true);
+      FlushLogs(*a);
+      SaveRecord(*a);
+    }
+    log_->info("task {} attempt {}: its container {} runs on for the next agent process", as.task,
+               as.attempt, a->container.substr(0, 12));
+    std::lock_guard<std::mutex> lock(mu_);
+    running_.erase(key);
+    return;  // Shutdown joins the thread
   }
   {
     std::lock_guard<std::mutex> lock(a->mu);
@@ -287,7 +385,7 @@ void TaskManager::Work(std::shared_ptr<Attempt> a) {
   end.reason = o.reason;
   end.exit_code = o.exit_code;
   CopyOutcome(o, end);
-  if (a->stop == kLost && o.state != "succeeded") {
+  if ((a->stop == kLost || a->stop == kDetach) && o.state != "succeeded") {
     // Stopped because the agent is stopping or the server moved on: not the task's doing.
     std::lock_guard<std::mutex> lock(a->mu);
     end.state = "lost";
@@ -295,10 +393,10 @@ void TaskManager::Work(std::shared_ptr<Attempt> a) {
     end.reason = a->stop_reason;
   }
   Report(end);
+  records_.Remove(as.task, as.attempt);  // after the ending is in the outbox
   log_->info("task {} attempt {}: {}{}", as.task, as.attempt, end.state,
              end.reason.empty() ? "" : " (" + end.reason + ")");
   std::lock_guard<std::mutex> lock(mu_);
-  Key key{as.task, as.attempt};
   ended_.insert(key);
   running_.erase(key);
   if (!shutting_down_) {
@@ -321,6 +419,8 @@ void TaskManager::Flusher() {
     for (auto& a : attempts) {
       std::lock_guard<std::mutex> alock(a->mu);
       FlushLogs(*a);
+      // A partial UTF-8 sequence waiting in `raw` is past the cursor's entry: wait for it.
+      if (!a->container.empty() && a->raw.empty()) SaveRecord(*a);
     }
     lock.lock();
   }

@@ -24,9 +24,21 @@ std::int64_t MsSince(Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
 }
 
+/// Wall-clock time: it outlives the process, unlike the steady clock.
+std::int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string AttemptDir(const std::string& data_dir, const Assignment& a) {
+  return data_dir + "/work/" + a.task_id + "-" + std::to_string(a.attempt);
+}
+
 RunOutcome Failed(RunOutcome o, FailureClass c, std::string reason) {
   o.state = c == FailureClass::kCancelled ? "cancelled"
             : c == FailureClass::kTimeout ? "timed_out"
+            : c == FailureClass::kLost    ? "lost"
                                           : "failed";
   o.failure = c;
   o.reason = std::move(reason);
@@ -63,6 +75,8 @@ const char* FailureClassName(FailureClass c) {
       return "cancelled";
     case FailureClass::kRuntime:
       return "runtime";
+    case FailureClass::kLost:
+      return "lost";
   }
   return "";
 }
@@ -80,14 +94,12 @@ RunOutcome TaskRunner::Run(const Assignment& a, const RunnerHooks& hooks) {
   auto phase = [&](const char* p) {
     if (hooks.on_phase) hooks.on_phase(p, o);
   };
-  std::mutex log_mutex;  // the watchdog thread may log beside the log stream
   auto log = [&](bool err, std::string_view s) {
-    std::lock_guard<std::mutex> lock(log_mutex);
     if (hooks.on_log) hooks.on_log(err, s);
   };
   auto cancelled = [&] { return hooks.cancelled && hooks.cancelled(); };
   const core::TaskSpec& spec = a.spec;
-  std::string attempt_dir = s_.data_dir + "/work/" + a.task_id + "-" + std::to_string(a.attempt);
+  std::string attempt_dir = AttemptDir(s_.data_dir, a);
   std::string workspace = attempt_dir + "/workspace";
   std::error_code ec;
   fs::remove_all(attempt_dir, ec);
@@ -201,16 +213,75 @@ RunOutcome TaskRunner::Run(const Assignment& a, const RunnerHooks& hooks) {
   }
   o.prepare_ms = MsSince(t0);
   phase("running");
-  auto tr = Clock::now();
-  // A watchdog stops the container on timeout or cancel; the log stream then ends.
-  std::atomic<bool> done{false};
+  std::int64_t started = NowUnixMs();
+  if (hooks.on_started) hooks.on_started(id.value(), started);
+  return Follow(a, id.value(), started, LogCursor(), true, hooks, o);
+}
+
+RunOutcome TaskRunner::Resume(const Assignment& a, const Reattach& r, const RunnerHooks& hooks) {
+  RunOutcome o;
+  DockerClient docker(s_.docker_socket);
+  auto state = docker.Inspect(r.container);
+  if (!state.ok() && state.error().code == DockerError::kNotFound) {
+    return Failed(o, FailureClass::kLost,
+                  "its container " + r.container.substr(0, 12) +
+                      " is gone (removed while no "
+                      "agent followed it)");
+  }
+  if (!state.ok()) return Failed(o, FailureClass::kRuntime, state.error().message);
+  if (hooks.on_phase) hooks.on_phase("running", o);
+  // An ended container is read to its end, without the watchdog: its ending is history.
+  bool running = state.value().running;
+  o = Follow(a, r.container, r.started_unix_ms, r.cursor, running, hooks, o);
+  if (!running && o.state == "failed" && o.exit_code > 128 && !state.value().oom_killed) {
+    return Failed(o, FailureClass::kLost,
+                  "its container was stopped by signal " + std::to_string(o.exit_code - 128) +
+                      " while no agent followed it (did the engine or the machine restart?)");
+  }
+  return o;
+}
+
+RunOutcome TaskRunner::Follow(const Assignment& a, const std::string& container,
+                              std::int64_t started_unix_ms, const LogCursor& from, bool watch,
+                              const RunnerHooks& hooks, RunOutcome o) {
+  namespace fs = std::filesystem;
+  const core::TaskSpec& spec = a.spec;
+  DockerClient docker(s_.docker_socket);
+  std::mutex log_mutex;  // the watchdog thread may log beside the log stream
+  auto log = [&](bool err, std::string_view s) {
+    std::lock_guard<std::mutex> lock(log_mutex);
+    if (hooks.on_log) hooks.on_log(err, s);
+  };
+  LogCursor cursor(from.at(), from.read_at());  // skips what `since` sends again
+  auto output = [&](bool err, std::string_view at, std::string_view text) {
+    std::lock_guard<std::mutex> lock(log_mutex);
+    if (!cursor.Take(at)) return;  // reported before the agent restarted
+    if (hooks.on_output) {
+      hooks.on_output(err, cursor, text);
+    } else if (hooks.on_log) {
+      hooks.on_log(err, text);
+    }
+  };
+  auto remove = [&] {
+    auto removed = docker.Remove(container);
+    if (!removed.ok())
+      log(true, "[unidesk] container left behind: " + removed.error().message + "\n");
+  };
+  // A watchdog stops the container on timeout or cancel, and the log stream then ends; on
+  // detach it stops only the following.
+  std::atomic<bool> done{false}, detached{false};
   std::atomic<int> stopped_for{0};  // 1 timeout, 2 cancel
   std::thread watchdog([&] {
-    while (!done) {
-      int why = MsSince(tr) > spec.timeout_s * 1000 ? 1 : cancelled() ? 2 : 0;
+    while (watch && !done) {
+      if (hooks.detach && hooks.detach()) {
+        detached = true;
+        return;
+      }
+      bool late = NowUnixMs() - started_unix_ms > spec.timeout_s * 1000;
+      int why = late ? 1 : hooks.cancelled && hooks.cancelled() ? 2 : 0;
       if (why) {
         stopped_for = why;
-        auto stop = DockerClient(s_.docker_socket).Stop(id.value(), s_.stop_grace_s);
+        auto stop = DockerClient(s_.docker_socket).Stop(container, s_.stop_grace_s);
         if (!stop.ok())
           log(true, "[unidesk] could not stop the container: " + stop.error().message + "\n");
         return;
@@ -218,11 +289,16 @@ RunOutcome TaskRunner::Run(const Assignment& a, const RunnerHooks& hooks) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   });
-  auto logs = docker.Logs(id.value(), log);
-  auto exit = docker.Wait(id.value());
+  auto logs = docker.Logs(container, from.SinceParam(), output, [&] { return detached.load(); });
+  if (detached) {
+    watchdog.join();
+    o.state = "detached";
+    return o;
+  }
+  auto exit = docker.Wait(container);
   done = true;
   watchdog.join();
-  o.run_ms = MsSince(tr);
+  o.run_ms = std::max<std::int64_t>(0, NowUnixMs() - started_unix_ms);
   remove();
   if (!logs.ok()) log(true, "[unidesk] log stream broke: " + logs.error().message + "\n");
   if (!exit.ok()) return Failed(o, FailureClass::kRuntime, exit.error().message);
@@ -236,7 +312,8 @@ RunOutcome TaskRunner::Run(const Assignment& a, const RunnerHooks& hooks) {
     return Failed(o, FailureClass::kExit, "exited with code " + std::to_string(o.exit_code));
   }
   o.state = "succeeded";
-  fs::remove_all(attempt_dir, ec);
+  std::error_code ec;
+  fs::remove_all(AttemptDir(s_.data_dir, a), ec);
   return o;
 }
 

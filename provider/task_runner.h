@@ -13,6 +13,7 @@
 
 #include "core/task_spec.h"
 #include "provider/git_cache.h"
+#include "provider/log_cursor.h"
 
 namespace unidesk::provider {
 
@@ -33,11 +34,14 @@ enum class FailureClass {
   kTimeout,    // ran past timeout_s
   kCancelled,  // cancelled by a person
   kRuntime,    // the Docker engine is unreachable or answered an error
+  kLost,       // the container went away while no agent followed it
 };
 const char* FailureClassName(FailureClass c);
 
 struct RunOutcome {
-  std::string state;  // succeeded | failed | timed_out | cancelled
+  // succeeded | failed | timed_out | cancelled | lost, or detached: the container runs on for
+  // the next agent process to follow (RunnerHooks::detach), and nothing has ended.
+  std::string state;
   int exit_code = -1;
   FailureClass failure = FailureClass::kNone;
   std::string reason;
@@ -53,7 +57,22 @@ struct RunnerHooks {
   /// "git", "build", "running"; `so_far` holds what is known then (image, flags, timings).
   std::function<void(const std::string& phase, const RunOutcome& so_far)> on_phase;
   std::function<void(bool is_stderr, std::string_view)> on_log;
+  /// The container's output, each entry with the log position just past it (what a later
+  /// agent process resumes from); when unset, the output goes to on_log.
+  std::function<void(bool is_stderr, const LogCursor& after, std::string_view text)> on_output;
+  /// The container started: what a later agent process needs to follow it (Resume).
+  std::function<void(const std::string& container, std::int64_t started_unix_ms)> on_started;
   std::function<bool()> cancelled;
+  /// While the container runs: stop following it and leave it running (the agent restarts).
+  /// Before it runs, the attempt stops as for a cancel.
+  std::function<bool()> detach;
+};
+
+/// A container an earlier agent process started, to follow on from where that one left.
+struct Reattach {
+  std::string container;
+  std::int64_t started_unix_ms = 0;  // the timeout counts from here
+  LogCursor cursor;                  // output before it was reported
 };
 
 struct RunnerSettings {
@@ -74,8 +93,15 @@ class TaskRunner {
  public:
   explicit TaskRunner(RunnerSettings settings) : s_(std::move(settings)) {}
   RunOutcome Run(const Assignment& a, const RunnerHooks& hooks);
+  /// Follows the container of an attempt an earlier agent process ran, to its ending. One that
+  /// ended meanwhile is read to its end; one killed by a signal then is `lost` (the engine or
+  /// the machine stopping it is not the task's doing), and so is one that is gone.
+  RunOutcome Resume(const Assignment& a, const Reattach& r, const RunnerHooks& hooks);
 
  private:
+  /// From a started container to the attempt's outcome: output, timeout, cancel, detach, exit.
+  RunOutcome Follow(const Assignment& a, const std::string& container, std::int64_t started_unix_ms,
+                    const LogCursor& from, bool watch, const RunnerHooks& hooks, RunOutcome o);
   RunnerSettings s_;
 };
 

@@ -5,10 +5,13 @@
 // fetches and builds nothing; `logs --follow` tails a running task; cancel reaches the node;
 // a failing task says so and `tasks retry` runs it again; a node killed mid-task loses the
 // attempt, which the retry policy runs on another node, and the restarted agent removes the
-// orphaned container, its stale report rejected and recorded.
+// orphaned container, its stale report rejected and recorded; an agent that restarts within the
+// offline window (killed, or stopped with --on-stop keep-running) follows its running container
+// on, and the task ends in its first attempt with every line of output once.
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <csignal>
 #include <thread>
 
@@ -62,8 +65,13 @@ struct Platform {
   std::vector<std::unique_ptr<ChildProcess>> providers;
   std::map<std::string, std::string> data_dirs, tokens;
 
-  Platform() {
+  /// `offline_after`: how long a silent node stays placed (FastLiveness: 1.5 s).
+  explicit Platform(const std::string& offline_after = "") {
     std::vector<std::string> flags = FastLiveness();
+    if (!offline_after.empty()) {
+      auto at = std::find(flags.begin(), flags.end(), "--offline-after");
+      at[1] = offline_after;
+    }
     for (const char* f :
          {"--allow-file-urls", "--schedule-interval", "20ms", "--accept-timeout", "15s"}) {
       flags.push_back(f);
@@ -71,13 +79,13 @@ struct Platform {
     server = StartNodeServer(db.conninfo(), flags);
     if (server.port <= 0) throw std::runtime_error("the server did not start");
   }
-  ChildProcess& Provider(const std::string& name) {
+  ChildProcess& Provider(const std::string& name, std::vector<std::string> extra = {}) {
     if (!tokens.count(name)) {
       tokens[name] = AddNode(db.conninfo(), name);
       data_dirs[name] = TempPath("data-" + name);
     }
-    providers.push_back(StartProvider(server.port, name, tokens[name],
-                                      {"--docker-socket", docker.socket}, "", data_dirs[name]));
+    extra.insert(extra.begin(), {"--docker-socket", docker.socket});
+    providers.push_back(StartProvider(server.port, name, tokens[name], extra, "", data_dirs[name]));
     return *providers.back();
   }
   std::string Submit(const std::string& extra, const std::string& command) {
@@ -244,4 +252,57 @@ TEST_CASE("a node killed mid-task: the attempt is lost and retried on another no
   CHECK(Field(p.db.conninfo(), id, "state") == "succeeded");
   CHECK(CountEvents(p.db.conninfo(), "stream_id = 'task-" + id + "' AND type = 'task.succeeded'") ==
         1);
+}
+
+namespace {
+
+std::size_t Occurrences(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("an agent that restarts follows its running task on: killed, or told to keep it") {
+  Platform p("30s");  // the node stays placed while its agent restarts
+  std::vector<std::string> keep = {"--on-stop", "keep-running"};
+  ChildProcess* agent = &p.Provider("n1", keep);
+  REQUIRE(WaitForStatus(p.db.conninfo(), "n1", "online"));
+  std::string warm = p.Submit("--name warm", "true");
+  REQUIRE(WaitField(p.db.conninfo(), warm, "state", "succeeded", 120));
+
+  for (int sig : {SIGKILL, SIGTERM}) {
+    CAPTURE(sig);
+    std::string id = p.Submit("--name survivor", "sh -c 'echo one; sleep 4; echo two'");
+    REQUIRE(WaitField(p.db.conninfo(), id, "state", "running", 30));
+    REQUIRE(WaitUntil([&] { return Contains(Cli(p.db.conninfo(), "tasks logs " + id).out, "one"); },
+                      std::chrono::seconds(10)));
+    std::int64_t offline_before = CountEvents(p.db.conninfo(), "type = 'node.offline'");
+    if (sig == SIGKILL) {
+      agent->Signal(SIGKILL);
+      agent->Wait();
+    } else {
+      CHECK(StopChild(*agent, SIGTERM) == 0);
+      // Its goodbye says it restarts (1012), so the node is not taken offline at once.
+      CHECK(WaitUntil(
+          [&] {
+            return CountEvents(p.db.conninfo(),
+                               "type = 'node.disconnected' AND (data->>'code')::int = 1012") >= 1;
+          },
+          std::chrono::seconds(10)));
+    }
+    CHECK_FALSE(p.docker.Docker("ps -q --filter label=unidesk.task=" + id).empty());  // runs on
+    agent = &p.Provider("n1", keep);
+    REQUIRE(WaitField(p.db.conninfo(), id, "state", "succeeded", 30));
+    CHECK(Field(p.db.conninfo(), id, "attempt") == "1");
+    CHECK(Lifecycle(p.db.conninfo(), id) ==
+          "task.submitted,task.assigned,task.accepted,task.preparing:git,task.running,"
+          "task.succeeded");
+    CHECK(CountEvents(p.db.conninfo(), "type = 'node.offline'") == offline_before);
+    Outcome logs = Cli(p.db.conninfo(), "tasks logs " + id);
+    CHECK(Occurrences(logs.out, "one\n") == 1);  // nothing twice, nothing missing
+    CHECK(Occurrences(logs.out, "two\n") == 1);
+    CHECK(p.docker.Docker("ps -aq --filter label=unidesk.task=" + id).empty());
+  }
 }

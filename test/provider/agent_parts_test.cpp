@@ -1,5 +1,5 @@
 // The agent's pure parts: backoff with full jitter, the on-disk outbox, nvidia-smi parsing,
-// the configuration.
+// the configuration, the log cursor and the attempt records a restarted agent resumes from.
 
 #include <doctest/doctest.h>
 #include <unistd.h>
@@ -8,7 +8,9 @@
 #include <set>
 
 #include "provider/agent_config.h"
+#include "provider/attempt_record.h"
 #include "provider/backoff.h"
+#include "provider/log_cursor.h"
 #include "provider/machine.h"
 #include "provider/outbox.h"
 
@@ -123,4 +125,116 @@ TEST_CASE("config: host hygiene flags, with defaults and clear errors") {
     CHECK(r.error().find("--disk-watermarks") != std::string::npos);
   }
   CHECK_FALSE(Config({"--gc-interval", "soon"}).ok());
+}
+
+TEST_CASE("config: --on-stop ends tasks by default, or keeps them running for a restart") {
+  auto defaults = Config({});
+  REQUIRE(defaults.ok());
+  CHECK_FALSE(defaults.value().keep_tasks_on_stop);
+  auto keep = Config({"--on-stop", "keep-running"});
+  REQUIRE(keep.ok());
+  CHECK(keep.value().keep_tasks_on_stop);
+  CHECK_FALSE(Config({"--on-stop", "end"}).value().keep_tasks_on_stop);
+  auto bad = Config({"--on-stop", "keep"});
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.error() == "--on-stop 'keep': expected end or keep-running");
+}
+
+TEST_CASE("Docker's log times: parsed to the nanosecond, anything else refused") {
+  auto t = ParseDockerTime("2026-11-23T10:11:12.123456789Z");
+  REQUIRE(t);
+  CHECK(t->seconds == 1795428672);
+  CHECK(t->nanos == 123456789);
+  auto short_fraction = ParseDockerTime("2026-11-23T10:11:12.5Z");
+  REQUIRE(short_fraction);
+  CHECK(short_fraction->nanos == 500000000);
+  auto whole = ParseDockerTime("1970-01-01T00:00:01Z");
+  REQUIRE(whole);
+  CHECK(whole->seconds == 1);
+  CHECK(whole->nanos == 0);
+  for (const char* bad :
+       {"", "2026-11-23", "2026-11-23T10:11:12.1234567890Z", "2026-11-23T10:11:12.Z",
+        "2026-11-23T10:11:12+08:00", "2026-11-23 10:11:12Z", "2026-11-23T10:11:12.5Zx"}) {
+    CAPTURE(bad);
+    CHECK_FALSE(ParseDockerTime(bad));
+  }
+  auto split = SplitTimestamped("2026-11-23T10:11:12.000000001Z hello world\n");
+  REQUIRE(split);
+  CHECK(split->first == "2026-11-23T10:11:12.000000001Z");
+  CHECK(split->second == "hello world\n");
+  CHECK_FALSE(SplitTimestamped("hello world"));
+  CHECK_FALSE(SplitTimestamped("no-space"));
+}
+
+TEST_CASE("log cursor: a restart resumes past what was read, and skips nothing after it") {
+  const char* t1 = "2026-11-23T10:00:00.000000001Z";
+  const char* t2 = "2026-11-23T10:00:00.000000002Z";
+  const char* t3 = "2026-11-23T10:00:00.000000003Z";
+  LogCursor fresh;
+  CHECK(fresh.SinceParam().empty());  // the whole log
+  CHECK(fresh.Take(t1));
+  CHECK(fresh.Take(t2));
+  CHECK(fresh.Take(t2));  // two entries stamped alike
+  CHECK(fresh.at() == t2);
+  CHECK(fresh.read_at() == 2);
+  CHECK(fresh.SinceParam() == "1795428000.000000002");
+  CHECK(fresh.Take(t1));  // stdout and stderr are stamped apart: an earlier time still counts
+  CHECK(fresh.at() == t2);
+
+  // Saved after both t2 entries; `since` sends t2's entries again, then a third one of t2.
+  LogCursor resumed(fresh.at(), fresh.read_at());
+  CHECK_FALSE(resumed.Take(t1));
+  CHECK_FALSE(resumed.Take(t2));
+  CHECK_FALSE(resumed.Take(t2));
+  CHECK(resumed.Take(t2));
+  CHECK(resumed.read_at() == 3);
+  CHECK(resumed.Take(t3));
+  CHECK(resumed.Take(t1));  // past the resume, nothing is skipped
+  CHECK(resumed.at() == t3);
+  CHECK(resumed.read_at() == 1);
+  CHECK(resumed.Take("not a time"));
+  CHECK(resumed.at() == t3);
+}
+
+TEST_CASE("attempt records: saved, read back, removed; a broken one is reported and removed") {
+  char tmpl[] = "/tmp/unidesk-records-XXXXXX";
+  std::string dir = mkdtemp(tmpl);
+  AttemptRecords records(dir + "/attempts");
+  AttemptRecord r;
+  r.assign.task = "5b0e8c1a-2f4d-4c3b-9a7e-1d2c3b4a5f60";
+  r.assign.attempt = 2;
+  r.assign.spec_json = "{\"command\":[\"true\"]}";
+  r.assign.gpu_indices = {0, 3};
+  r.container = "abc123";
+  r.started_unix_ms = 1795428000123;
+  r.log_seq = 7;
+  r.log_bytes = 9000;
+  r.log_truncated = true;
+  r.cursor = LogCursor("2026-11-23T10:00:00.000000002Z", 2);
+  REQUIRE(records.Save(r));
+  REQUIRE(records.Save(r));  // replaced, not added
+  std::system(("echo 'not json' > " + dir + "/attempts/broken.json").c_str());
+  std::system(("echo '{}' > " + dir + "/attempts/left.json.tmp").c_str());
+  auto loaded = records.LoadAll();
+  REQUIRE(loaded.records.size() == 1);
+  const AttemptRecord& back = loaded.records[0];
+  CHECK(back.assign.task == r.assign.task);
+  CHECK(back.assign.attempt == 2);
+  CHECK(back.assign.spec_json == r.assign.spec_json);
+  CHECK(back.assign.gpu_indices == std::vector<int>{0, 3});
+  CHECK(back.container == "abc123");
+  CHECK(back.started_unix_ms == 1795428000123);
+  CHECK(back.log_seq == 7);
+  CHECK(back.log_bytes == 9000);
+  CHECK(back.log_truncated);
+  CHECK(back.cursor.at() == "2026-11-23T10:00:00.000000002Z");
+  CHECK(back.cursor.read_at() == 2);
+  REQUIRE(loaded.unreadable.size() == 1);
+  CHECK(loaded.unreadable[0].find("broken.json") != std::string::npos);
+  records.Remove(r.assign.task, 2);
+  auto after = records.LoadAll();
+  CHECK(after.records.empty());
+  CHECK(after.unreadable.empty());  // the broken one and the temporary file went
+  CHECK_FALSE(ParseAttemptRecord("{\"container\":\"x\"}").ok());
+  std::system(("rm -rf " + dir).c_str());
 }

@@ -96,8 +96,9 @@ Ran RunToEnd(DockerClient& d, const ContainerSpec& spec) {
   REQUIRE_MESSAGE(id.ok(), (id.ok() ? "" : id.error().message));
   REQUIRE(d.Start(id.value()).ok());
   Ran r;
-  auto logs = d.Logs(id.value(),
-                     [&](bool is_err, std::string_view s) { (is_err ? r.err : r.out).append(s); });
+  auto logs = d.Logs(id.value(), "", [&](bool is_err, std::string_view, std::string_view s) {
+    (is_err ? r.err : r.out).append(s);
+  });
   CHECK(logs.ok());
   auto code = d.Wait(id.value());
   REQUIRE(code.ok());
@@ -264,7 +265,9 @@ TEST_CASE("stop: SIGTERM, then SIGKILL after the grace; logs and wait return") {
     CHECK(d.Stop(id.value(), 1).ok());
   });
   std::string out;
-  CHECK(d.Logs(id.value(), [&](bool, std::string_view v) { out.append(v); }).ok());
+  CHECK(d.Logs(id.value(), "", [&](bool, std::string_view, std::string_view v) {
+           out.append(v);
+         }).ok());
   stopper.join();
   auto code = d.Wait(id.value());
   REQUIRE(code.ok());

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <thread>
 
 #include "provider/docker_client.h"
@@ -299,4 +300,129 @@ TEST_CASE("faults end with the class and reason a person would expect") {
     CHECK(r.outcome.reason.find("/nonexistent/docker.sock") != std::string::npos);
     CHECK(r.phases.empty());
   }
+}
+
+namespace {
+
+/// An attempt the runner leaves running (detach, as when the agent restarts), with what the
+/// agent would have recorded: the container, its start and the output's position.
+struct Detached {
+  RunOutcome outcome;
+  Reattach at;
+  std::string out;
+};
+
+/// Runs `a` until its output holds `until`, then detaches.
+Detached RunThenDetach(const Assignment& a, const std::string& data, const std::string& until) {
+  RunnerSettings s;
+  s.data_dir = data;
+  s.docker_socket = F().socket;
+  s.git = test::GitFetch();
+  s.stop_grace_s = 1;
+  Detached d;
+  std::mutex mu;
+  std::atomic<bool> detach{false};
+  RunnerHooks hooks;
+  hooks.on_started = [&](const std::string& c, std::int64_t t) {
+    d.at.container = c;
+    d.at.started_unix_ms = t;
+  };
+  hooks.on_output = [&](bool, const LogCursor& after, std::string_view text) {
+    std::lock_guard<std::mutex> lock(mu);
+    d.out.append(text);
+    d.at.cursor = after;
+    if (d.out.find(until) != std::string::npos) detach = true;
+  };
+  hooks.detach = [&] { return detach.load(); };
+  d.outcome = TaskRunner(s).Run(a, hooks);
+  return d;
+}
+
+Run Resume(const Assignment& a, const std::string& data, const Reattach& at) {
+  RunnerSettings s;
+  s.data_dir = data;
+  s.docker_socket = F().socket;
+  s.stop_grace_s = 1;
+  Run r;
+  RunnerHooks hooks;
+  hooks.on_phase = [&](const std::string& p, const RunOutcome&) { r.phases.push_back(p); };
+  hooks.on_log = [&](bool e, std::string_view v) { (e ? r.err : r.out).append(v); };
+  r.outcome = TaskRunner(s).Resume(a, at, hooks);
+  return r;
+}
+
+bool WaitExited(const std::string& container) {
+  for (int i = 0; i < 200; ++i) {
+    auto st = DockerClient(F().socket).Inspect(container);
+    if (st.ok() && !st.value().running) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("a container outlives its agent: the next one follows it from where the output was") {
+  std::string data = Temp("node");
+  DockerClient docker(F().socket);
+  SUBCASE("detached while running, resumed: every line once, then the exit code") {
+    Assignment a = F().Task("t-resume", {"sh", "-c",
+                                         "for i in 1 2 3; do echo line$i; done; "
+                                         "sleep 2; echo line4; echo err >&2; exit 3"});
+    Detached d = RunThenDetach(a, data, "line3\n");
+    REQUIRE_MESSAGE(d.outcome.state == "detached", d.outcome.reason);
+    CHECK(d.out == "line1\nline2\nline3\n");
+    auto state = docker.Inspect(d.at.container);
+    REQUIRE(state.ok());
+    CHECK(state.value().running);  // left running
+    Run r = Resume(a, data, d.at);
+    CHECK(r.outcome.state == "failed");
+    CHECK(r.outcome.failure == FailureClass::kExit);
+    CHECK(r.outcome.exit_code == 3);
+    CHECK(d.out + r.out == "line1\nline2\nline3\nline4\n");
+    CHECK(r.err == "err\n");
+    CHECK(r.phases == std::vector<std::string>{"running"});
+    CHECK(r.outcome.run_ms >= 2000);  // from the container's start, not the resume
+    CHECK(docker.Inspect(d.at.container).error().code == DockerError::kNotFound);  // removed
+  }
+  SUBCASE("it ended while no agent followed it: read to its end, and it succeeded") {
+    Assignment a = F().Task("t-ended", {"sh", "-c", "echo before; sleep 1; echo after"});
+    Detached d = RunThenDetach(a, data, "before\n");
+    REQUIRE(d.outcome.state == "detached");
+    REQUIRE(WaitExited(d.at.container));
+    Run r = Resume(a, data, d.at);
+    CHECK(r.outcome.state == "succeeded");
+    CHECK(d.out + r.out == "before\nafter\n");
+  }
+  SUBCASE("it was killed while no agent followed it: lost, not the task's failure") {
+    Assignment a = F().Task("t-killed", {"sh", "-c", "echo up; sleep 30"});
+    Detached d = RunThenDetach(a, data, "up\n");
+    REQUIRE(d.outcome.state == "detached");
+    REQUIRE(docker.Stop(d.at.container, 0).ok());  // as an engine or machine restart does
+    Run r = Resume(a, data, d.at);
+    CHECK(r.outcome.state == "lost");
+    CHECK(r.outcome.failure == FailureClass::kLost);
+    CHECK(r.outcome.reason.find("signal 9") != std::string::npos);
+  }
+  SUBCASE("its container is gone: lost") {
+    Assignment a = F().Task("t-gone", {"sh", "-c", "echo up; sleep 30"});
+    Detached d = RunThenDetach(a, data, "up\n");
+    REQUIRE(d.outcome.state == "detached");
+    REQUIRE(docker.Remove(d.at.container).ok());
+    Run r = Resume(a, data, d.at);
+    CHECK(r.outcome.state == "lost");
+    CHECK(r.outcome.reason.find("is gone") != std::string::npos);
+  }
+  SUBCASE("the timeout counts from the container's start, not from the resume") {
+    Assignment a = F().Task("t-late", {"sh", "-c", "echo up; sleep 30"});
+    a.spec.timeout_s = 3;
+    Detached d = RunThenDetach(a, data, "up\n");
+    REQUIRE(d.outcome.state == "detached");
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    auto t0 = std::chrono::steady_clock::now();
+    Run r = Resume(a, data, d.at);
+    CHECK(r.outcome.state == "timed_out");
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(3));
+  }
+  CHECK(docker.ListByLabel("unidesk.task").value().empty());
 }
