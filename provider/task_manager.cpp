@@ -38,23 +38,18 @@ void CopyOutcome(const RunOutcome& o, proto::TaskReport& r) {
 }  // namespace
 
 struct TaskManager::Attempt {
-  proto::Assign assign;
   std::atomic<int> stop{kRun};
-  std::mutex mu;  // everything below
+  std::mutex mu;  // everything below but `rec.assign`, which never changes
+  // The assignment, the container once it runs, the output's numbering and position: what the
+  // attempt record keeps (`rec.cursor` is just past the output in `raw`, `text` and the outbox).
+  AttemptRecord rec;
   std::string stop_reason;
   std::string phase;
   std::string stream = "stdout";  // of `raw` and `text`
   std::string raw;                // bytes not yet known to be whole UTF-8 sequences
   std::string text;               // valid UTF-8 waiting to be reported
-  std::int64_t log_seq = 0;
-  std::int64_t log_bytes = 0;
-  bool truncated = false;
-  // Set once the container runs: what the attempt record keeps.
-  std::string container;
-  std::int64_t started_unix_ms = 0;
-  LogCursor cursor;      // just past the output in `raw`, `text` and the outbox
-  std::string saved;     // the record as last written
-  bool resumed = false;  // an earlier agent process started the container
+  std::string saved;              // the record as last written
+  bool resumed = false;           // an earlier agent process started the container
   std::thread thread;
 };
 
@@ -85,15 +80,9 @@ void TaskManager::Adopt() {
     }
     if (shutting_down_ || running_.count(key)) continue;
     auto a = std::make_shared<Attempt>();
-    a->assign = r.assign;
+    a->rec = r;
     a->resumed = true;
     a->phase = "running";
-    a->container = r.container;
-    a->started_unix_ms = r.started_unix_ms;
-    a->log_seq = r.log_seq;
-    a->log_bytes = r.log_bytes;
-    a->truncated = r.log_truncated;
-    a->cursor = r.cursor;
     running_[key] = a;
     log_->info("task {} attempt {}: following its container {} again", key.first, key.second,
                r.container.substr(0, 12));
@@ -106,7 +95,7 @@ void TaskManager::Assign(const proto::Assign& a) {
   std::lock_guard<std::mutex> lock(mu_);
   if (shutting_down_ || running_.count(key) || ended_.count(key)) return;  // idempotent
   auto attempt = std::make_shared<Attempt>();
-  attempt->assign = a;
+  attempt->rec.assign = a;
   running_[key] = attempt;
   log_->info("task {} attempt {}: assigned", a.task, a.attempt);
   attempt->thread = std::thread([this, attempt] { Work(attempt); });
@@ -146,7 +135,7 @@ std::set<std::string> TaskManager::InUse() const {
   for (const auto& [key, a] : running_) {
     using Kind = CacheItem::Kind;
     keys.insert(InUseKey(Kind::kWorkspace, key.first + "-" + std::to_string(key.second)));
-    core::JsonReader spec(a->assign.spec_json);
+    core::JsonReader spec(a->rec.assign.spec_json);
     auto code = spec.Str("code_repo_url").value_or("");
     auto env = spec.Str("env_repo_url").value_or("");
     keys.insert(InUseKey(Kind::kMirror, git.MirrorPath(code)));
@@ -232,7 +221,8 @@ void TaskManager::FlushLogs(Attempt& a) {
   while (!a.text.empty()) {
     std::size_t n = Utf8Cut(a.text, proto::kMaxLogChunkBytes);
     if (n == 0) n = a.text.size();  // cannot happen with valid UTF-8; never loop forever
-    proto::LogChunk c{a.assign.task, a.assign.attempt, ++a.log_seq, a.stream, a.text.substr(0, n)};
+    proto::LogChunk c{a.rec.assign.task, a.rec.assign.attempt, ++a.rec.log_seq, a.stream,
+                      a.text.substr(0, n)};
     a.text.erase(0, n);
     emit_("log", proto::ToJson(c));
   }
@@ -241,28 +231,20 @@ void TaskManager::FlushLogs(Attempt& a) {
 void TaskManager::SaveRecord(Attempt& a) {
   // Called with a.mu held, when everything before `a.cursor` is in the outbox: a restart then
   // reports nothing twice and skips nothing (a crash between the two writes repeats a chunk).
-  AttemptRecord r;
-  r.assign = a.assign;
-  r.container = a.container;
-  r.started_unix_ms = a.started_unix_ms;
-  r.log_seq = a.log_seq;
-  r.log_bytes = a.log_bytes;
-  r.log_truncated = a.truncated;
-  r.cursor = a.cursor;
-  std::string json = ToJson(r);
+  std::string json = ToJson(a.rec);
   if (json == a.saved) return;
-  if (records_.Save(r)) {
+  if (records_.Save(a.rec)) {
     a.saved = std::move(json);
   } else {
     log_->warn(
         "task {} attempt {}: cannot write its attempt record; a restart of the agent "
         "would lose it",
-        a.assign.task, a.assign.attempt);
+        a.rec.assign.task, a.rec.assign.attempt);
   }
 }
 
 void TaskManager::Work(std::shared_ptr<Attempt> a) {
-  const proto::Assign& as = a->assign;
+  const proto::Assign& as = a->rec.assign;
   proto::TaskReport base;
   base.task = as.task;
   base.attempt = as.attempt;
@@ -274,20 +256,20 @@ void TaskManager::Work(std::shared_ptr<Attempt> a) {
 
   // Called with a->mu held.
   auto append_log = [&](const std::string& stream, std::string_view bytes) {
-    if (a->truncated) return;
+    if (a->rec.log_truncated) return;
     if (stream != a->stream) {
       a->text += TakeUtf8(a->raw, true);
       FlushLogs(*a);
       a->stream = stream;
     }
-    if (a->log_bytes + static_cast<std::int64_t>(bytes.size()) > kMaxLogBytesPerAttempt) {
-      a->truncated = true;
+    if (a->rec.log_bytes + static_cast<std::int64_t>(bytes.size()) > kMaxLogBytesPerAttempt) {
+      a->rec.log_truncated = true;
       a->text += TakeUtf8(a->raw, true);
       a->text += "\n[unidesk] output past 64 MiB is not kept\n";
       FlushLogs(*a);
       return;
     }
-    a->log_bytes += static_cast<std::int64_t>(bytes.size());
+    a->rec.log_bytes += static_cast<std::int64_t>(bytes.size());
     a->raw.append(bytes.data(), bytes.size());
     a->text += TakeUtf8(a->raw, false);
     if (a->text.size() >= proto::kMaxLogChunkBytes) FlushLogs(*a);
@@ -338,12 +320,12 @@ void TaskManager::Work(std::shared_ptr<Attempt> a) {
     hooks.on_output = [&](bool is_stderr, const LogCursor& after, std::string_view text) {
       std::lock_guard<std::mutex> lock(a->mu);
       append_log(is_stderr ? "stderr" : "stdout", text);
-      a->cursor = after;
+      a->rec.cursor = after;
     };
     hooks.on_started = [&](const std::string& container, std::int64_t started_unix_ms) {
       std::lock_guard<std::mutex> lock(a->mu);
-      a->container = container;
-      a->started_unix_ms = started_unix_ms;
+      a->rec.container = container;
+      a->rec.started_unix_ms = started_unix_ms;
       SaveRecord(*a);
     };
     hooks.cancelled = [&] { return a->stop != kRun; };
@@ -353,7 +335,7 @@ void TaskManager::Work(std::shared_ptr<Attempt> a) {
       Reattach at;
       {
         std::lock_guard<std::mutex> lock(a->mu);
-        at = {a->container, a->started_unix_ms, a->cursor};
+        at = {a->rec.container, a->rec.started_unix_ms, a->rec.cursor};
       }
       o = TaskRunner(runner_).Resume(assignment, at, hooks);
     } else {
@@ -369,7 +351,7 @@ void TaskManager::Work(std::shared_ptr<Attempt> a) {
       SaveRecord(*a);
     }
     log_->info("task {} attempt {}: its container {} runs on for the next agent process", as.task,
-               as.attempt, a->container.substr(0, 12));
+               as.attempt, a->rec.container.substr(0, 12));
     std::lock_guard<std::mutex> lock(mu_);
     running_.erase(key);
     return;  // Shutdown joins the thread
@@ -420,7 +402,7 @@ void TaskManager::Flusher() {
       std::lock_guard<std::mutex> alock(a->mu);
       FlushLogs(*a);
       // A partial UTF-8 sequence waiting in `raw` is past the cursor's entry: wait for it.
-      if (!a->container.empty() && a->raw.empty()) SaveRecord(*a);
+      if (!a->rec.container.empty() && a->raw.empty()) SaveRecord(*a);
     }
     lock.lock();
   }
