@@ -4,8 +4,8 @@
 // lifecycle event on the bus in order. Then what users meet: the second run of the same pins
 // fetches and builds nothing; `logs --follow` tails a running task; cancel reaches the node;
 // a failing task says so and `tasks retry` runs it again; a node killed mid-task loses the
-// attempt, which the retry policy runs on another node, and the restarted agent removes the
-// orphaned container, its stale report rejected and recorded; an agent that restarts within the
+// attempt, which the retry policy runs on another node, and the agent restarted too late has
+// its container removed, its stale report rejected and recorded; an agent that restarts within the
 // offline window (killed, or stopped with --on-stop keep-running) follows its running container
 // on, and the task ends in its first attempt with every line of output once.
 
@@ -234,8 +234,10 @@ TEST_CASE("a node killed mid-task: the attempt is lost and retried on another no
                  "task.running,task.lost,task.requeued,task.assigned,task.accepted"));
   CHECK(Contains(Cli(p.db.conninfo(), "tasks logs " + id).out, "attempt 2"));
 
-  // The killed agent left its container; restarted, it removes it and reports the attempt lost,
-  // which the server rejects (attempt 2 is the live one) and records.
+  // The killed agent left its container and its attempt record; restarted too late, it follows
+  // the container again and lists it in its hello, the server answers that attempt 1 is no
+  // longer live, the container goes, and the agent's report of it is rejected (attempt 2 is the
+  // live one) and recorded.
   p.Provider("n1");
   REQUIRE(WaitForStatus(p.db.conninfo(), "n1", "online"));
   CHECK(
