@@ -71,7 +71,11 @@ std::string CreateContainerBody(const ContainerSpec& s) {
   core::JsonObject host;
   host.Raw("Binds", Strings(s.binds));
   if (s.nano_cpus > 0) host.Int("NanoCpus", s.nano_cpus);
-  if (s.memory_bytes > 0) host.Int("Memory", s.memory_bytes);
+  if (s.memory_bytes > 0) {
+    // Memory and swap together: the task's memory_mb is all it gets, not twice that on a
+    // machine with swap (Docker's default).
+    host.Int("Memory", s.memory_bytes).Int("MemorySwap", s.memory_bytes);
+  }
   if (!s.gpu_indices.empty()) {
     std::vector<std::string> ids;
     for (int i : s.gpu_indices) ids.push_back(std::to_string(i));

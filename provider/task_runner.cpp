@@ -299,6 +299,10 @@ RunOutcome TaskRunner::Follow(const Assignment& a, const std::string& container,
   done = true;
   watchdog.join();
   o.run_ms = std::max<std::int64_t>(0, NowUnixMs() - started_unix_ms);
+  // Killed by the kernel for its memory limit: the task's doing, but "code 137" alone would
+  // not tell the person why.
+  auto ended = docker.Inspect(container);
+  bool oom = ended.ok() && ended.value().oom_killed;
   remove();
   if (!logs.ok()) log(true, "[unidesk] log stream broke: " + logs.error().message + "\n");
   if (!exit.ok()) return Failed(o, FailureClass::kRuntime, exit.error().message);
@@ -308,6 +312,12 @@ RunOutcome TaskRunner::Follow(const Assignment& a, const std::string& container,
                   "ran past its timeout of " + std::to_string(spec.timeout_s) + " s");
   }
   if (stopped_for == 2) return Failed(o, FailureClass::kCancelled, "cancelled while running");
+  if (oom) {
+    return Failed(o, FailureClass::kExit,
+                  "killed for running out of memory: it used its whole limit of " +
+                      std::to_string(spec.resources.memory_bytes >> 20) +
+                      " MiB (resources.memory_mb)");
+  }
   if (o.exit_code != 0) {
     return Failed(o, FailureClass::kExit, "exited with code " + std::to_string(o.exit_code));
   }

@@ -150,6 +150,7 @@ TEST_CASE("GPUs become one nvidia device request with the assigned indices") {
         R"([{"Driver":"nvidia","DeviceIDs":["0","2"],"Capabilities":[["gpu"]]}])");
   CHECK(host.Int("NanoCpus") == 1'500'000'000);
   CHECK(host.Int("Memory") == 1LL << 30);
+  CHECK(host.Int("MemorySwap") == 1LL << 30);  // no swap beyond the limit
   CHECK(body.Raw("Labels").value_or("") == R"({"unidesk.attempt":"1","unidesk.task":"t"})");
   s.gpu_indices.clear();
   CHECK_FALSE(

@@ -208,6 +208,19 @@ TEST_CASE("faults end with the class and reason a person would expect") {
     CHECK(o.failure == FailureClass::kRuntime);
     CHECK(o.reason.find("could not select device driver") != std::string::npos);
   }
+  SUBCASE("past its memory limit: killed, and the reason says so") {
+    // 64 MiB limit; the shell holds 128 MiB of text.
+    Run r = Execute(F().Task("t-oom", {"sh", "-c",
+                                       "x=$(head -c 134217728 /dev/zero | tr '\\0' a); "
+                                       "echo survived ${#x}"}),
+                    data);
+    CHECK(r.outcome.state == "failed");
+    CHECK(r.outcome.failure == FailureClass::kExit);
+    CHECK(r.outcome.reason ==
+          "killed for running out of memory: it used its whole limit of 64 MiB "
+          "(resources.memory_mb)");
+    CHECK(r.out.find("survived") == std::string::npos);
+  }
   SUBCASE("a command that is not in the image") {
     Run r = Execute(F().Task("t-nocmd", {"train-model", "--fast"}), data);
     CHECK(r.outcome.state == "failed");
