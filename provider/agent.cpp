@@ -347,6 +347,7 @@ Agent::Agent(AgentConfig config, core::LoggerPtr log)
   // that is running, even after an upgrade replaced or removed the file.
   runner.git.helper = "/proc/self/exe";
   runner.git.stall_timeout = config_.git_stall_timeout;
+  runner.build_stall_timeout = config_.build_stall_timeout;
   tasks_ = std::make_unique<TaskManager>(
       runner,
       [this](const std::string& kind, const std::string& body) {

@@ -35,6 +35,8 @@ const char* const kAgentUsage =
     "                        used env images, mirrors and workspaces down to L% (85,70)\n"
     "  --workspace-ttl D     an ended attempt's workspace is kept this long (24h)\n"
     "  --git-stall-timeout D a git fetch with no progress this long fails the attempt (2m)\n"
+    "  --build-stall-timeout D  an env image build that prints nothing this long fails the\n"
+    "                        attempt (30m)\n"
     "  --on-stop MODE        what SIGTERM/SIGINT does to running tasks: `end` them (they are\n"
     "                        lost and retried elsewhere; the default), or `keep-running` for\n"
     "                        a restart: their containers run on, and the next agent process\n"
@@ -141,6 +143,8 @@ core::Result<AgentConfig, std::string> LoadAgentConfig(int argc, char** argv) {
       err = duration(c.hygiene_interval);
     } else if (key == "git-stall-timeout") {
       err = duration(c.git_stall_timeout);
+    } else if (key == "build-stall-timeout") {
+      err = duration(c.build_stall_timeout);
     } else if (key == "on-stop") {
       if (value != "end" && value != "keep-running") {
         return std::string("--on-stop '" + value + "': expected end or keep-running");

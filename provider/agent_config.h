@@ -25,7 +25,8 @@ struct AgentConfig {
   BackoffSettings backoff;
   std::chrono::milliseconds hygiene_interval{60000};  // orphan reaping and disk collection
   HygienePolicy hygiene;
-  std::chrono::milliseconds git_stall_timeout{120000};  // a fetch silent this long fails
+  std::chrono::milliseconds git_stall_timeout{120000};            // a fetch silent this long fails
+  std::chrono::milliseconds build_stall_timeout{30 * 60 * 1000};  // an env build silent this long
   bool keep_tasks_on_stop = false;  // --on-stop keep-running: a restart, not a shutdown
 };
 

@@ -154,14 +154,34 @@ RunOutcome TaskRunner::Run(const Assignment& a, const RunnerHooks& hooks) {
     }
     auto context = TarDirectory(env_dir);
     if (!context.ok()) return Failed(o, FailureClass::kBuild, context.error().message);
+    // A build that prints nothing for the stall limit is stopped: a RUN step waiting on a
+    // network that never answers would otherwise hold the attempt until someone cancels it.
+    auto last_line = Clock::now();
+    bool stalled = false;
+    auto stop_build = [&] {
+      if (cancelled()) return true;
+      stalled =
+          s_.build_stall_timeout.count() > 0 && Clock::now() - last_line > s_.build_stall_timeout;
+      return stalled;
+    };
     auto built = docker.Build(
         context.value(), spec.dockerfile_path, o.image,
         {{"unidesk.env_repo", spec.env_repo_url},
          {"unidesk.env_commit", spec.env_commit_id},
          {"unidesk.dockerfile", spec.dockerfile_path}},
-        [&](const std::string& line) { log(false, "[build] " + line + "\n"); }, cancelled);
+        [&](const std::string& line) {
+          last_line = Clock::now();
+          log(false, "[build] " + line + "\n");
+        },
+        stop_build);
     o.build_ms = MsSince(tb);
     fs::remove_all(env_dir, ec);
+    if (!built.ok() && stalled) {
+      return Failed(o, FailureClass::kBuild,
+                    "env image build printed nothing for " +
+                        std::to_string(s_.build_stall_timeout.count() / 1000) +
+                        " s and was stopped (the agent's --build-stall-timeout)");
+    }
     if (!built.ok()) {
       return Failed(o, FromDocker(built.error().code, FailureClass::kBuild),
                     "env image build failed: " + built.error().message);

@@ -5,6 +5,7 @@
 // Blocking: run it on a worker thread. Every failure ends in an outcome with a class and a
 // reason a person can act on; nothing is retried here (the server's retry policy decides).
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -82,6 +83,7 @@ struct RunnerSettings {
   int stop_grace_s = 10;   // SIGTERM, then SIGKILL after this
   std::string nvidia_smi;  // checked before a GPU attempt; empty: no check
   FetchSettings git;       // how the git cache fetches (its helper binary, the stall limit)
+  std::chrono::milliseconds build_stall_timeout{30 * 60 * 1000};  // silent build: fails; 0 off
 };
 
 /// The env image's tag: the same (env repo, env commit, Dockerfile path) always gives the same

@@ -127,7 +127,7 @@ TEST_CASE("config: host hygiene flags, with defaults and clear errors") {
   CHECK_FALSE(Config({"--gc-interval", "soon"}).ok());
 }
 
-TEST_CASE("config: --on-stop ends tasks by default, or keeps them running for a restart") {
+TEST_CASE("config: --on-stop ends tasks by default or keeps them; the build stall limit") {
   auto defaults = Config({});
   REQUIRE(defaults.ok());
   CHECK_FALSE(defaults.value().keep_tasks_on_stop);
@@ -135,6 +135,10 @@ TEST_CASE("config: --on-stop ends tasks by default, or keeps them running for a 
   REQUIRE(keep.ok());
   CHECK(keep.value().keep_tasks_on_stop);
   CHECK_FALSE(Config({"--on-stop", "end"}).value().keep_tasks_on_stop);
+  CHECK(defaults.value().build_stall_timeout == std::chrono::minutes(30));
+  CHECK(Config({"--build-stall-timeout", "90s"}).value().build_stall_timeout ==
+        std::chrono::seconds(90));
+  CHECK_FALSE(Config({"--build-stall-timeout", "never"}).ok());
   auto bad = Config({"--on-stop", "keep"});
   REQUIRE_FALSE(bad.ok());
   CHECK(bad.error() == "--on-stop 'keep': expected end or keep-running");

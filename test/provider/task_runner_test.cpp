@@ -277,6 +277,26 @@ TEST_CASE("faults end with the class and reason a person would expect") {
     CHECK(o.state == "cancelled");
     CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20));
   }
+  SUBCASE("a build that prints nothing past the stall limit fails as a build failure") {
+    Assignment a = F().Task("t-silent-build", {"true"});
+    a.spec.env_commit_id = Commit(F().env, {{"silent/Dockerfile",
+                                             "FROM scratch\nCOPY busybox /bin/busybox\n"
+                                             "RUN [\"/bin/busybox\", \"sleep\", \"30\"]\n"}});
+    a.spec.dockerfile_path = "silent/Dockerfile";
+    RunnerSettings s;
+    s.data_dir = data;
+    s.docker_socket = F().socket;
+    s.git = test::GitFetch();
+    s.build_stall_timeout = std::chrono::seconds(2);
+    auto t0 = std::chrono::steady_clock::now();
+    RunOutcome o = TaskRunner(s).Run(a, {});
+    CHECK(o.state == "failed");
+    CHECK(o.failure == FailureClass::kBuild);
+    CHECK(o.reason ==
+          "env image build printed nothing for 2 s and was stopped (the agent's "
+          "--build-stall-timeout)");
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20));
+  }
   SUBCASE("a build that fails") {
     Assignment a = F().Task("t-badbuild", {"true"});
     a.spec.env_commit_id = F().bad_env_commit;
