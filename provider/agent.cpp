@@ -337,7 +337,10 @@ class Agent::Session : public std::enable_shared_from_this<Session> {
 };
 
 Agent::Agent(AgentConfig config, core::LoggerPtr log)
-    : config_(std::move(config)), log_(std::move(log)), outbox_(config_.data_dir + "/outbox") {
+    : config_(std::move(config)),
+      log_(std::move(log)),
+      lock_(config_.data_dir),
+      outbox_(config_.data_dir + "/outbox") {
   RunnerSettings runner;
   runner.node = config_.name;
   runner.data_dir = config_.data_dir;
@@ -425,7 +428,8 @@ AgentExit Agent::Run() {
     auto until = Clock::now() + delay;
     while (!stopping_ && Clock::now() < until) std::this_thread::sleep_for(Millis(20));
   }
-  // After the goodbye: the node is offline, so the server moves these attempts anyway.
+  // After the goodbye: the node is offline, so the server moves these attempts anyway; or, with
+  // --on-stop keep-running, running containers are left to the next agent process.
   tasks_->Shutdown("the agent stopped", config_.keep_tasks_on_stop);
   return AgentExit::kStopped;
 }

@@ -13,6 +13,7 @@
 
 #include "core/log.h"
 #include "provider/agent_config.h"
+#include "provider/data_dir_lock.h"
 #include "provider/outbox.h"
 #include "provider/task_manager.h"
 
@@ -37,6 +38,7 @@ class Agent {
 
   AgentConfig config_;
   core::LoggerPtr log_;
+  DataDirLock lock_;  // before anything in the data dir is opened
   Outbox outbox_;
   boost::asio::io_context ioc_;
   std::unique_ptr<TaskManager> tasks_;

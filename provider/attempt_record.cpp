@@ -20,8 +20,8 @@ std::string ToJson(const AttemptRecord& r) {
       .Int("log_seq", r.log_seq)
       .Int("log_bytes", r.log_bytes)
       .Int("log_truncated", r.log_truncated ? 1 : 0)
-      .Str("log_at", r.cursor.at())
-      .Int("log_read_at", r.cursor.read_at())
+      .Str("log_since", r.cursor.since())
+      .Int("log_skip", r.cursor.skip())
       .Done();
 }
 
@@ -42,7 +42,7 @@ core::Result<AttemptRecord, std::string> ParseAttemptRecord(std::string_view jso
   r.log_seq = doc.Int("log_seq").value_or(0);
   r.log_bytes = doc.Int("log_bytes").value_or(0);
   r.log_truncated = doc.Int("log_truncated").value_or(0) != 0;
-  r.cursor = LogCursor(doc.Str("log_at").value_or(""), doc.Int("log_read_at").value_or(0));
+  r.cursor = LogCursor(doc.Str("log_since").value_or(""), doc.Int("log_skip").value_or(0));
   return r;
 }
 

@@ -178,13 +178,14 @@ DockerResult<bool> DockerClient::ImageExists(const std::string& ref) {
 DockerResult<std::string> DockerClient::Build(
     const std::string& context_tar, const std::string& dockerfile, const std::string& tag,
     const std::map<std::string, std::string>& labels,
-    const std::function<void(const std::string&)>& on_line,
-    const std::function<bool()>& cancelled) {
+    const std::function<void(const std::string&)>& on_line, const std::function<bool()>& cancelled,
+    const std::function<void()>& on_activity) {
   std::string target = "/build?t=" + UrlEncode(tag) + "&dockerfile=" + UrlEncode(dockerfile) +
                        "&rm=1&forcerm=1&labels=" + UrlEncode(Map(labels));
   std::string pending, error, image_id;
   // The answer is a stream of JSON objects, one per line; a failed build still answers 200.
   auto consume = [&](std::string_view chunk) {
+    if (on_activity) on_activity();  // pull progress too, which is not an output line
     if (cancelled && cancelled()) throw Cancelled{};
     pending.append(chunk);
     for (auto nl = pending.find('\n'); nl != std::string::npos; nl = pending.find('\n')) {
@@ -240,6 +241,8 @@ DockerResult<core::Unit> DockerClient::Logs(const std::string& id, const std::st
   // frame per log entry, each starting with its time and a space (timestamps=1).
   std::string pending;
   auto consume = [&](std::string_view chunk) {
+    // A stream that never pauses never blocks, so the hook is asked here too.
+    if (cancelled && cancelled()) throw Cancelled{};
     pending.append(chunk);
     std::size_t at = 0;
     while (pending.size() - at >= 8) {
@@ -278,8 +281,9 @@ DockerResult<ContainerState> DockerClient::Inspect(const std::string& id) {
   return c;
 }
 
-DockerResult<int> DockerClient::Wait(const std::string& id) {
-  auto r = Call("POST", "/containers/" + id + "/wait");
+DockerResult<int> DockerClient::Wait(const std::string& id,
+                                     const std::function<bool()>& cancelled) {
+  auto r = Call("POST", "/containers/" + id + "/wait", "", "application/json", {}, cancelled);
   if (!r.ok()) return r.error();
   if (r.value().status != 200) return FromStatus(r.value(), "wait");
   auto code = core::JsonReader(r.value().body).Int("StatusCode");

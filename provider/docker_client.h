@@ -72,12 +72,14 @@ class DockerClient {
   /// True when the image (name:tag or id) exists locally.
   DockerResult<bool> ImageExists(const std::string& ref);
   /// Builds `context_tar` with `dockerfile` (a path inside the context) as `tag`; every output
-  /// line goes to `on_line`. Returns the image id.
+  /// line goes to `on_line`, and every piece of the answer (pull progress included) calls
+  /// `on_activity`. Returns the image id.
   DockerResult<std::string> Build(const std::string& context_tar, const std::string& dockerfile,
                                   const std::string& tag,
                                   const std::map<std::string, std::string>& labels,
                                   const std::function<void(const std::string&)>& on_line,
-                                  const std::function<bool()>& cancelled = {});
+                                  const std::function<bool()>& cancelled = {},
+                                  const std::function<void()>& on_activity = {});
   DockerResult<std::string> Create(const ContainerSpec& spec, const std::string& name);
   DockerResult<core::Unit> Start(const std::string& id);
   /// Follows stdout and stderr until the container exits (or is stopped), from `since` (the
@@ -88,8 +90,8 @@ class DockerClient {
                                 const std::function<bool()>& cancelled = {});
   /// The container's state; kNotFound when there is no such container.
   DockerResult<ContainerState> Inspect(const std::string& id);
-  /// Waits for the exit; returns the exit code.
-  DockerResult<int> Wait(const std::string& id);
+  /// Waits for the exit; returns the exit code. `cancelled` ends the wait early (kCancelled).
+  DockerResult<int> Wait(const std::string& id, const std::function<bool()>& cancelled = {});
   /// SIGTERM, then SIGKILL after `grace_s`.
   DockerResult<core::Unit> Stop(const std::string& id, int grace_s);
   DockerResult<core::Unit> Remove(const std::string& id);

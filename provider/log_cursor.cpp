@@ -1,5 +1,6 @@
 #include "provider/log_cursor.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 
@@ -15,6 +16,29 @@ bool Digits(std::string_view s, std::size_t at, std::size_t n, int& out) {
     out = out * 10 + (s[i] - '0');
   }
   return true;
+}
+
+std::string Format(const DockerTime& t) {
+  // RFC 3339 with nine fractional digits, as Docker writes them.
+  std::time_t secs = static_cast<std::time_t>(t.seconds);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%09lldZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<long long>(t.nanos));
+  return buf;
+}
+
+DockerTime Minus(DockerTime t, std::int64_t nanos) {
+  std::int64_t total = t.nanos - nanos % 1'000'000'000;
+  t.seconds -= nanos / 1'000'000'000;
+  if (total < 0) {
+    total += 1'000'000'000;
+    --t.seconds;
+  }
+  t.nanos = total;
+  return t;
 }
 
 }  // namespace
@@ -61,35 +85,58 @@ std::optional<std::pair<std::string_view, std::string_view>> SplitTimestamped(
   return std::make_pair(payload.substr(0, space), payload.substr(space + 1));
 }
 
-LogCursor::LogCursor(std::string at, std::int64_t read_at)
-    : at_(std::move(at)), read_at_(read_at), to_skip_(read_at), resuming_(!at_.empty()) {}
+LogCursor::LogCursor(std::string since, std::int64_t skip)
+    : resume_since_(ParseDockerTime(since)), resume_skip_(resume_since_ ? skip : 0) {}
 
-bool LogCursor::Take(std::string_view at) {
+bool LogCursor::Take(std::string_view at, bool is_stderr, bool ends_line) {
   auto t = ParseDockerTime(at);
-  if (!t) return true;  // not a time Docker wrote: deliver, and keep the position
-  auto last = ParseDockerTime(at_);
-  if (last && resuming_) {
-    // What the inclusive `since` sends again: the saved time's entries already read.
-    if (*t < *last) return false;
-    if (*t == *last && to_skip_ > 0) {
-      --to_skip_;
-      return false;
+  if (!t) return true;  // not a time Docker wrote: deliver it, and it moves nothing
+  bool is_new = true;
+  if (resume_since_) {
+    if (*t < *resume_since_) return false;  // `since` does not send these; never new
+    if (skipped_ < resume_skip_) {
+      ++skipped_;
+      is_new = false;
     }
   }
-  resuming_ = false;
-  // The stdout and stderr copiers stamp entries apart, so times can step back a little; the
-  // cursor keeps the latest time and counts the entries read at it.
-  if (last && *t == *last) {
-    ++read_at_;
-  } else if (!last || *last < *t) {
-    at_ = std::string(at);
-    read_at_ = 1;
+  if (!latest_ || *latest_ < *t) latest_ = t;
+  std::optional<DockerTime>& open = open_line_[is_stderr ? 1 : 0];
+  if (!ends_line && !open) open = t;
+  if (ends_line) open.reset();
+  recent_.push_back(*t);
+  if (auto floor = Floor()) {
+    while (!recent_.empty() && recent_.front() < *floor) recent_.pop_front();
   }
-  return true;
+  return is_new;
+}
+
+std::optional<DockerTime> LogCursor::Floor() const {
+  if (!latest_) return resume_since_;
+  DockerTime floor = Minus(*latest_, kMarginNanos);
+  for (const auto& open : open_line_) {
+    if (open) floor = std::min(floor, *open);
+  }
+  // Never before where this cursor resumed: entries before it were not read here.
+  if (resume_since_) floor = std::max(floor, *resume_since_);
+  return floor;
+}
+
+std::string LogCursor::since() const {
+  if (skipped_ < resume_skip_) return Format(*resume_since_);  // still replaying
+  auto floor = Floor();
+  return floor ? Format(*floor) : "";
+}
+
+std::int64_t LogCursor::skip() const {
+  if (skipped_ < resume_skip_) return resume_skip_;
+  auto floor = Floor();
+  if (!floor) return 0;
+  return std::count_if(recent_.begin(), recent_.end(),
+                       [&](const DockerTime& t) { return !(t < *floor); });
 }
 
 std::string LogCursor::SinceParam() const {
-  auto t = ParseDockerTime(at_);
+  auto t = ParseDockerTime(since());
   if (!t) return "";
   char buf[48];
   std::snprintf(buf, sizeof buf, "%lld.%09lld", static_cast<long long>(t->seconds),

@@ -1,10 +1,16 @@
 #pragma once
 // How far an attempt's container output has been read, so that an agent that restarts follows
-// the container on from there: each log entry Docker sends carries its time (`timestamps=1`),
-// and `since` is inclusive, so the cursor keeps the last entry's time and how many entries of
-// that very time were read. Pure.
+// the container on from there without repeating or losing an entry. Docker stamps every log
+// entry (`timestamps=1`), sends entries in the order of its log file, and its `since` is
+// inclusive. Times are not monotonic in that order: stdout and stderr are stamped by separate
+// readers, and every part of a line longer than 16 KiB keeps the time of its first part. So
+// the saved position is a `since` a margin before the latest time read (and no later than the
+// start of a line still open), with the number of entries already read at or after it: since
+// what was read is a prefix of the file, those are exactly the first ones `since` sends again.
+// Pure.
 
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -29,24 +35,33 @@ std::optional<std::pair<std::string_view, std::string_view>> SplitTimestamped(
 
 class LogCursor {
  public:
+  /// How far before the latest time read the saved `since` goes (the stdout/stderr skew).
+  static constexpr std::int64_t kMarginNanos = 2'000'000'000;
+
   LogCursor() = default;
-  /// A cursor saved earlier: `at` the last entry's time, `read_at` entries of that time read.
-  LogCursor(std::string at, std::int64_t read_at);
+  /// A position saved earlier: the `since` to ask for and how many entries Docker then sends
+  /// that were read already.
+  LogCursor(std::string since, std::int64_t skip);
 
-  /// Whether the entry of time `at` is new; a new one moves the cursor past it. After a saved
-  /// position, the entries the inclusive `since` sends again are not new.
-  bool Take(std::string_view at);
+  /// Whether the entry (its time, its stream, and whether its text ends a line) is new; false
+  /// for one read before the restart. Either way it counts as read from now on.
+  bool Take(std::string_view at, bool is_stderr, bool ends_line);
 
-  /// The Engine API's `since` (seconds.nanoseconds), or "" for the whole log.
+  /// The position to save: `since()` ("" for the whole log) and `skip()`.
+  std::string since() const;
+  std::int64_t skip() const;
+  /// The Engine API's `since` (seconds.nanoseconds) for `since()`, or "".
   std::string SinceParam() const;
-  const std::string& at() const { return at_; }
-  std::int64_t read_at() const { return read_at_; }
 
  private:
-  std::string at_;
-  std::int64_t read_at_ = 0;
-  std::int64_t to_skip_ = 0;  // entries of time `at_` still to pass over after a restart
-  bool resuming_ = false;     // no new entry taken yet since the saved position
+  std::optional<DockerTime> Floor() const;  // the `since` to save now
+
+  std::optional<DockerTime> resume_since_;  // what this cursor was resumed from
+  std::int64_t resume_skip_ = 0;
+  std::int64_t skipped_ = 0;                // of resume_skip_
+  std::optional<DockerTime> latest_;        // the latest time read
+  std::optional<DockerTime> open_line_[2];  // per stream: the time of a line not yet ended
+  std::deque<DockerTime> recent_;           // times read, in file order, down to the floor
 };
 
 }  // namespace unidesk::provider

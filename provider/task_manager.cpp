@@ -58,6 +58,7 @@ TaskManager::TaskManager(RunnerSettings runner, Emit emit, core::LoggerPtr log)
       emit_(std::move(emit)),
       log_(std::move(log)),
       records_(runner_.data_dir + "/attempts") {
+  runner_.remove_ended_container = false;  // removed in Work, once the ending is in the outbox
   flusher_ = std::thread([this] { Flusher(); });
 }
 
@@ -147,6 +148,11 @@ std::set<std::string> TaskManager::InUse() const {
 }
 
 void TaskManager::ReapOrphans() {
+  {
+    // A stopping agent may leave containers running for the next process (keep-running).
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shutting_down_) return;
+  }
   DockerClient docker(runner_.docker_socket);
   auto found = docker.ListLabelled("unidesk.node=" + runner_.node);
   if (!found.ok()) {
@@ -200,7 +206,8 @@ void TaskManager::Shutdown(const std::string& reason, bool keep_running) {
       std::lock_guard<std::mutex> lock(a->mu);
       a->stop_reason = reason;
     }
-    a->stop = keep_running ? kDetach : kLost;
+    int run = kRun;  // a cancel that came first stays a cancel
+    a->stop.compare_exchange_strong(run, keep_running ? kDetach : kLost);
   }
   cv_.notify_all();
   if (flusher_.joinable()) flusher_.join();
@@ -367,7 +374,7 @@ void TaskManager::Work(std::shared_ptr<Attempt> a) {
   end.reason = o.reason;
   end.exit_code = o.exit_code;
   CopyOutcome(o, end);
-  if ((a->stop == kLost || a->stop == kDetach) && o.state != "succeeded") {
+  if ((a->stop == kLost || a->stop == kDetach) && o.failure == FailureClass::kCancelled) {
     // Stopped because the agent is stopping or the server moved on: not the task's doing.
     std::lock_guard<std::mutex> lock(a->mu);
     end.state = "lost";
@@ -376,6 +383,14 @@ void TaskManager::Work(std::shared_ptr<Attempt> a) {
   }
   Report(end);
   records_.Remove(as.task, as.attempt);  // after the ending is in the outbox
+  if (!o.container.empty()) {
+    // Last: an agent killed before this still finds the ended container and reads its ending.
+    auto removed = DockerClient(runner_.docker_socket).Remove(o.container);
+    if (!removed.ok()) {
+      log_->warn("task {} attempt {}: container {} left behind ({}); the reaper retries", as.task,
+                 as.attempt, o.container.substr(0, 12), removed.error().message);
+    }
+  }
   log_->info("task {} attempt {}: {}{}", as.task, as.attempt, end.state,
              end.reason.empty() ? "" : " (" + end.reason + ")");
   std::lock_guard<std::mutex> lock(mu_);

@@ -169,11 +169,8 @@ RunOutcome TaskRunner::Run(const Assignment& a, const RunnerHooks& hooks) {
         {{"unidesk.env_repo", spec.env_repo_url},
          {"unidesk.env_commit", spec.env_commit_id},
          {"unidesk.dockerfile", spec.dockerfile_path}},
-        [&](const std::string& line) {
-          last_line = Clock::now();
-          log(false, "[build] " + line + "\n");
-        },
-        stop_build);
+        [&](const std::string& line) { log(false, "[build] " + line + "\n"); }, stop_build,
+        [&] { last_line = Clock::now(); });
     o.build_ms = MsSince(tb);
     fs::remove_all(env_dir, ec);
     if (!built.ok() && stalled) {
@@ -253,7 +250,10 @@ RunOutcome TaskRunner::Resume(const Assignment& a, const Reattach& r, const Runn
   // An ended container is read to its end, without the watchdog: its ending is history.
   bool running = state.value().running;
   o = Follow(a, r.container, r.started_unix_ms, r.cursor, running, hooks, o);
-  if (!running && o.state == "failed" && o.exit_code > 128 && !state.value().oom_killed) {
+  // SIGTERM or SIGKILL while nobody followed it is how an engine or machine stop ends a
+  // container; a task's own crash (SIGSEGV, SIGABRT) stays its failure.
+  bool stopped = o.exit_code == 128 + 15 || o.exit_code == 128 + 9;
+  if (!running && o.state == "failed" && stopped && !state.value().oom_killed) {
     return Failed(o, FailureClass::kLost,
                   "its container was stopped by signal " + std::to_string(o.exit_code - 128) +
                       " while no agent followed it (did the engine or the machine restart?)");
@@ -272,10 +272,11 @@ RunOutcome TaskRunner::Follow(const Assignment& a, const std::string& container,
     std::lock_guard<std::mutex> lock(log_mutex);
     if (hooks.on_log) hooks.on_log(err, s);
   };
-  LogCursor cursor(from.at(), from.read_at());  // skips what `since` sends again
+  LogCursor cursor(from.since(), from.skip());  // skips what `since` sends again
   auto output = [&](bool err, std::string_view at, std::string_view text) {
     std::lock_guard<std::mutex> lock(log_mutex);
-    if (!cursor.Take(at)) return;  // reported before the agent restarted
+    bool ends_line = !text.empty() && text.back() == '\n';
+    if (!cursor.Take(at, err, ends_line)) return;  // reported before the agent restarted
     if (hooks.on_output) {
       hooks.on_output(err, cursor, text);
     } else if (hooks.on_log) {
@@ -315,15 +316,25 @@ RunOutcome TaskRunner::Follow(const Assignment& a, const std::string& container,
     o.state = "detached";
     return o;
   }
-  auto exit = docker.Wait(container);
+  // The stream can end while the container runs on (it broke): a detach must still end the
+  // wait, and the watchdog still enforces the timeout.
+  auto exit = docker.Wait(container, [&] { return detached.load(); });
   done = true;
   watchdog.join();
+  if (detached && !exit.ok()) {
+    o.state = "detached";
+    return o;
+  }
   o.run_ms = std::max<std::int64_t>(0, NowUnixMs() - started_unix_ms);
   // Killed by the kernel for its memory limit: the task's doing, but "code 137" alone would
   // not tell the person why.
   auto ended = docker.Inspect(container);
   bool oom = ended.ok() && ended.value().oom_killed;
-  remove();
+  if (s_.remove_ended_container) {
+    remove();
+  } else {
+    o.container = container;
+  }
   if (!logs.ok()) log(true, "[unidesk] log stream broke: " + logs.error().message + "\n");
   if (!exit.ok()) return Failed(o, FailureClass::kRuntime, exit.error().message);
   o.exit_code = exit.value();
@@ -332,7 +343,8 @@ RunOutcome TaskRunner::Follow(const Assignment& a, const std::string& container,
                   "ran past its timeout of " + std::to_string(spec.timeout_s) + " s");
   }
   if (stopped_for == 2) return Failed(o, FailureClass::kCancelled, "cancelled while running");
-  if (oom) {
+  // OOMKilled says some process was killed; the task failed by it only if it did not exit 0.
+  if (oom && o.exit_code != 0) {
     return Failed(o, FailureClass::kExit,
                   "killed for running out of memory: it used its whole limit of " +
                       std::to_string(spec.resources.memory_bytes >> 20) +

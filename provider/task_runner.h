@@ -44,6 +44,7 @@ struct RunOutcome {
   // the next agent process to follow (RunnerHooks::detach), and nothing has ended.
   std::string state;
   int exit_code = -1;
+  std::string container;  // an ended container left to the caller (remove_ended_container)
   FailureClass failure = FailureClass::kNone;
   std::string reason;
   std::string image;
@@ -84,6 +85,9 @@ struct RunnerSettings {
   std::string nvidia_smi;  // checked before a GPU attempt; empty: no check
   FetchSettings git;       // how the git cache fetches (its helper binary, the stall limit)
   std::chrono::milliseconds build_stall_timeout{30 * 60 * 1000};  // silent build: fails; 0 off
+  // false: an ended container is left for the caller to remove once the ending is stored, so
+  // an agent killed in between still finds it (the task manager).
+  bool remove_ended_container = true;
 };
 
 /// The env image's tag: the same (env repo, env commit, Dockerfile path) always gives the same

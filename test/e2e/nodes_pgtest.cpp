@@ -30,13 +30,28 @@ TEST_CASE("a provider joins with resources and labels, and heartbeats keep it on
   std::ofstream(smi) << "#!/bin/sh\necho '0, NVIDIA A100-SXM4-40GB, 40960'\n"
                         "echo '1, NVIDIA A100-SXM4-40GB, 40960'\n";
   Shell("chmod +x " + smi);
-  auto provider = StartProvider(server.port, "gpu-1", token,
-                                {"--label", "tier=b", "--label", "zone=x", "--nvidia-smi", smi});
+  std::string data_dir = TempPath("data-gpu-1");
+  auto provider =
+      StartProvider(server.port, "gpu-1", token,
+                    {"--label", "tier=b", "--label", "zone=x", "--nvidia-smi", smi}, "", data_dir);
   REQUIRE(WaitForStatus(db.conninfo(), "gpu-1", "online"));
   // Both ends of the session send each frame at once (TCP_NODELAY): with Nagle a small frame
   // waited for the peer's delayed ACK of the one before, and an assignment took 25 ms more.
   CHECK(TcpNoDelayOf(provider->pid(), -1, server.port) == std::optional<bool>(true));
   CHECK(TcpNoDelayOf(server.process->pid(), server.port, -1) == std::optional<bool>(true));
+
+  {
+    INFO("a second agent on the same data dir refuses to start, naming the first");
+    std::string log = TempPath("provider-second.log");
+    auto second = StartProvider(server.port, "gpu-1", token, {}, log, data_dir);
+    bool exited = WaitUntil([&] { return !second->Running(); }, 10s);
+    if (!exited) second->Signal(SIGKILL);
+    REQUIRE(exited);
+    CHECK(second->Wait() == 1);
+    CHECK(Contains(ReadFile(log), "another agent process (pid " + std::to_string(provider->pid()) +
+                                      ") uses the data dir"));
+    CHECK(provider->Running());
+  }
 
   Outcome show = Cli(db.conninfo(), "nodes show gpu-1 --json");
   REQUIRE(show.code == 0);

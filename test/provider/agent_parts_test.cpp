@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <set>
 
 #include "provider/agent_config.h"
@@ -171,33 +172,83 @@ TEST_CASE("Docker's log times: parsed to the nanosecond, anything else refused")
 }
 
 TEST_CASE("log cursor: a restart resumes past what was read, and skips nothing after it") {
-  const char* t1 = "2026-11-23T10:00:00.000000001Z";
-  const char* t2 = "2026-11-23T10:00:00.000000002Z";
-  const char* t3 = "2026-11-23T10:00:00.000000003Z";
-  LogCursor fresh;
-  CHECK(fresh.SinceParam().empty());  // the whole log
-  CHECK(fresh.Take(t1));
-  CHECK(fresh.Take(t2));
-  CHECK(fresh.Take(t2));  // two entries stamped alike
-  CHECK(fresh.at() == t2);
-  CHECK(fresh.read_at() == 2);
-  CHECK(fresh.SinceParam() == "1795428000.000000002");
-  CHECK(fresh.Take(t1));  // stdout and stderr are stamped apart: an earlier time still counts
-  CHECK(fresh.at() == t2);
+  // Times in whole seconds past 10:00:00, as Docker stamps them.
+  auto T = [](int s, int ns = 0) {
+    char buf[48];
+    std::snprintf(buf, sizeof buf, "2026-11-23T10:%02d:%02d.%09dZ", s / 60, s % 60, ns);
+    return std::string(buf);
+  };
+  // What `since` sends again on a resume: the log's entries at or after it, in file order.
+  struct Entry {
+    std::string at;
+    bool err, ends;
+  };
+  auto Replay = [](const std::vector<Entry>& log, const LogCursor& saved) {
+    LogCursor c(saved.since(), saved.skip());
+    auto since = ParseDockerTime(saved.since());
+    std::vector<std::size_t> fresh;
+    for (std::size_t i = 0; i < log.size(); ++i) {
+      if (since && *ParseDockerTime(log[i].at) < *since) continue;  // Docker filters these
+      if (c.Take(log[i].at, log[i].err, log[i].ends)) fresh.push_back(i);
+    }
+    return fresh;
+  };
 
-  // Saved after both t2 entries; `since` sends t2's entries again, then a third one of t2.
-  LogCursor resumed(fresh.at(), fresh.read_at());
-  CHECK_FALSE(resumed.Take(t1));
-  CHECK_FALSE(resumed.Take(t2));
-  CHECK_FALSE(resumed.Take(t2));
-  CHECK(resumed.Take(t2));
-  CHECK(resumed.read_at() == 3);
-  CHECK(resumed.Take(t3));
-  CHECK(resumed.Take(t1));  // past the resume, nothing is skipped
-  CHECK(resumed.at() == t3);
-  CHECK(resumed.read_at() == 1);
-  CHECK(resumed.Take("not a time"));
-  CHECK(resumed.at() == t3);
+  LogCursor fresh;
+  CHECK(fresh.since().empty());  // the whole log
+  CHECK(fresh.skip() == 0);
+  CHECK(fresh.SinceParam().empty());
+
+  // Two stamped alike, then one later: the saved `since` is two seconds before the latest.
+  std::vector<Entry> log = {{T(1), false, true}, {T(3), false, true}, {T(3), false, true},
+                            {T(4), false, true}, {T(9), false, true}, {T(10), false, true}};
+  LogCursor c;
+  for (int i = 0; i < 4; ++i) CHECK(c.Take(log[i].at, false, true));
+  CHECK(c.since() == T(2));
+  CHECK(c.skip() == 3);  // 3, 3 and 4 are at or after it
+  CHECK(c.SinceParam() == "1795428002.000000000");
+  CHECK(Replay(log, c) == std::vector<std::size_t>{4, 5});  // nothing twice, nothing lost
+  // Still replaying, a resumed cursor saves what it was resumed from.
+  LogCursor resumed(c.since(), c.skip());
+  CHECK_FALSE(resumed.Take(T(3), false, true));
+  CHECK(resumed.since() == T(2));
+  CHECK(resumed.skip() == 3);
+
+  // A line longer than 16 KiB comes in parts that all carry the first part's time, and the
+  // other stream goes on meanwhile: the saved `since` stays at the open line's start.
+  std::vector<Entry> split = {{T(5), false, false},  // stdout, first part
+                              {T(6), true, true},    // stderr, a whole line
+                              {T(9), true, true},    // stderr, later
+                              {T(5), false, true}};  // stdout, the line's last part
+  LogCursor s;
+  for (int i = 0; i < 3; ++i) CHECK(s.Take(split[i].at, split[i].err, split[i].ends));
+  CHECK(s.since() == T(5));
+  CHECK(s.skip() == 3);
+  CHECK(Replay(split, s) == std::vector<std::size_t>{3});
+  // Saved before the stderr entries were read: both still come.
+  LogCursor s1;
+  CHECK(s1.Take(split[0].at, false, false));
+  CHECK(Replay(split, s1) == std::vector<std::size_t>{1, 2, 3});
+
+  // stdout and stderr stamped out of order by a little: the margin covers it.
+  std::vector<Entry> skew = {{T(7, 500), false, true}, {T(7, 100), true, true}};
+  LogCursor k;
+  CHECK(k.Take(skew[0].at, false, true));
+  CHECK(Replay(skew, k) == std::vector<std::size_t>{1});
+
+  // Resumed twice: the second position counts what the first resume replayed and read.
+  LogCursor first;
+  for (int i = 0; i < 2; ++i) first.Take(log[i].at, false, true);
+  LogCursor second(first.since(), first.skip());
+  std::size_t i = 0;
+  auto since = ParseDockerTime(first.since());
+  for (; i < 5; ++i) {
+    if (since && *ParseDockerTime(log[i].at) < *since) continue;
+    second.Take(log[i].at, false, true);
+  }
+  CHECK(Replay(log, second) == std::vector<std::size_t>{5});
+
+  CHECK(c.Take("not a time", false, true));
 }
 
 TEST_CASE("attempt records: saved, read back, removed; a broken one is reported and removed") {
@@ -231,8 +282,8 @@ TEST_CASE("attempt records: saved, read back, removed; a broken one is reported 
   CHECK(back.log_seq == 7);
   CHECK(back.log_bytes == 9000);
   CHECK(back.log_truncated);
-  CHECK(back.cursor.at() == "2026-11-23T10:00:00.000000002Z");
-  CHECK(back.cursor.read_at() == 2);
+  CHECK(back.cursor.since() == "2026-11-23T10:00:00.000000002Z");
+  CHECK(back.cursor.skip() == 2);
   REQUIRE(loaded.unreadable.size() == 1);
   CHECK(loaded.unreadable[0].find("broken.json") != std::string::npos);
   records.Remove(r.assign.task, 2);

@@ -362,6 +362,7 @@ Detached RunThenDetach(const Assignment& a, const std::string& data, const std::
   };
   hooks.on_output = [&](bool, const LogCursor& after, std::string_view text) {
     std::lock_guard<std::mutex> lock(mu);
+    if (detach) return;  // a chatty container goes on until the runner sees it
     d.out.append(text);
     d.at.cursor = after;
     if (d.out.find(until) != std::string::npos) detach = true;
@@ -436,6 +437,29 @@ TEST_CASE("a container outlives its agent: the next one follows it from where th
     CHECK(r.outcome.state == "lost");
     CHECK(r.outcome.failure == FailureClass::kLost);
     CHECK(r.outcome.reason.find("signal 9") != std::string::npos);
+  }
+  SUBCASE("a task that crashed while no agent followed it: its own failure, not lost") {
+    // The shell is PID 1 in the container, which ignores signals: a child crashes, and the
+    // shell exits with its status (128 + SIGSEGV).
+    Assignment a =
+        F().Task("t-crashed", {"sh", "-c", "echo up; sleep 1; sh -c 'kill -SEGV $$'; exit $?"});
+    Detached d = RunThenDetach(a, data, "up\n");
+    REQUIRE(d.outcome.state == "detached");
+    REQUIRE(WaitExited(d.at.container));
+    Run r = Resume(a, data, d.at);
+    CHECK(r.outcome.state == "failed");
+    CHECK(r.outcome.failure == FailureClass::kExit);
+    CHECK(r.outcome.exit_code == 139);
+  }
+  SUBCASE("a container that never stops printing is still left at once") {
+    // The detach is asked for with every piece of the stream, not only when it pauses (here it
+    // pauses now and then anyway, so this checks the outcome, not which path saw it).
+    Assignment a = F().Task("t-chatty", {"sh", "-c", "echo start; yes chatty"});
+    auto t0 = std::chrono::steady_clock::now();
+    Detached d = RunThenDetach(a, data, "start\n");
+    CHECK(d.outcome.state == "detached");
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(30));
+    CHECK(docker.Remove(d.at.container).ok());
   }
   SUBCASE("its container is gone: lost") {
     Assignment a = F().Task("t-gone", {"sh", "-c", "echo up; sleep 30"});
