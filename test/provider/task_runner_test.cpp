@@ -472,14 +472,16 @@ TEST_CASE("a container outlives its agent: the next one follows it from where th
   }
   SUBCASE("the timeout counts from the container's start, not from the resume") {
     Assignment a = F().Task("t-late", {"sh", "-c", "echo up; sleep 30"});
-    a.spec.timeout_s = 3;
+    // Counted from the start it ends about a second after the resume (then the 1 s grace);
+    // counted from the resume it would take the whole 6 s more.
+    a.spec.timeout_s = 6;
     Detached d = RunThenDetach(a, data, "up\n");
     REQUIRE(d.outcome.state == "detached");
-    std::this_thread::sleep_for(std::chrono::seconds(2));
+    std::this_thread::sleep_for(std::chrono::seconds(5));
     auto t0 = std::chrono::steady_clock::now();
     Run r = Resume(a, data, d.at);
     CHECK(r.outcome.state == "timed_out");
-    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(3));
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
   }
   CHECK(docker.ListByLabel("unidesk.task").value().empty());
 }
